@@ -1,0 +1,216 @@
+"""The per-op quantization plan: what one tuning trial is.
+
+Plain, frozen data. No torch, no optuna, no mlflow. ``to_dict``/``from_dict`` give the
+versioned, safe-yaml form stored in ``best_configure.yaml`` and in MLflow params.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+PLAN_FORMAT_VERSION = 1
+
+APPROACHES = (
+    "post_training_static_quant",
+    "post_training_dynamic_quant",
+    "quant_aware_training",
+)
+BACKENDS = ("x86", "onednn", "fbgemm")
+FRAMEWORKS = ("pytorch_fx", "pytorch")
+DTYPES = ("int8", "fp32")
+ACT_ALGORITHMS = ("minmax", "kl")
+SCHEMES = ("asym", "sym")
+GRANULARITIES = ("per_channel", "per_tensor")
+
+
+def _check(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {list(allowed)}, got {name}={value!r}")
+
+
+@dataclass(frozen=True)
+class OpPlan:
+    """How one quantizable op is executed.
+
+    Attributes:
+        name: FX module name (``features.0``) or node name for functional ops.
+        op_type: the fp32 op type (``Conv2d``, ``Linear``, ``add``...).
+        dtype: ``int8`` or ``fp32`` (fallback).
+        act_algorithm: activation observer: ``minmax`` or ``kl`` (histogram).
+        act_scheme: activation quantization scheme, ``asym`` (uint8 affine) or ``sym``.
+        weight_granularity: ``per_channel`` or ``per_tensor``.
+        weight_scheme: ``sym`` or ``asym``.
+    """
+
+    name: str
+    op_type: str
+    dtype: str = "int8"
+    act_algorithm: str = "minmax"
+    act_scheme: str = "asym"
+    weight_granularity: str = "per_channel"
+    weight_scheme: str = "sym"
+
+    def __post_init__(self) -> None:
+        _check("dtype", self.dtype, DTYPES)
+        _check("act_algorithm", self.act_algorithm, ACT_ALGORITHMS)
+        _check("act_scheme", self.act_scheme, SCHEMES)
+        _check("weight_granularity", self.weight_granularity, GRANULARITIES)
+        _check("weight_scheme", self.weight_scheme, SCHEMES)
+
+    @property
+    def quantized(self) -> bool:
+        return self.dtype == "int8"
+
+    @property
+    def observer_key(self) -> tuple[str, str, str, str]:
+        """The observer setting; plans sharing it per op share one calibration."""
+        return (self.act_algorithm, self.act_scheme, self.weight_granularity, self.weight_scheme)
+
+    def to_dict(self) -> dict[str, Any]:
+        """INC's layout: weight and activation specs, plain values."""
+        if not self.quantized:
+            return {
+                "name": self.name,
+                "type": self.op_type,
+                "weight": {"dtype": "fp32"},
+                "activation": {"dtype": "fp32"},
+            }
+        return {
+            "name": self.name,
+            "type": self.op_type,
+            "weight": {
+                "dtype": "int8",
+                "scheme": self.weight_scheme,
+                "granularity": self.weight_granularity,
+                "algorithm": "minmax",
+            },
+            "activation": {
+                "dtype": "uint8" if self.act_scheme == "asym" else "int8",
+                "scheme": self.act_scheme,
+                "granularity": "per_tensor",
+                "algorithm": self.act_algorithm,
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OpPlan:
+        weight = data.get("weight") or {}
+        act = data.get("activation") or {}
+        if act.get("dtype") == "fp32" or weight.get("dtype") == "fp32":
+            return cls(name=str(data["name"]), op_type=str(data["type"]), dtype="fp32")
+        return cls(
+            name=str(data["name"]),
+            op_type=str(data["type"]),
+            dtype="int8",
+            act_algorithm=act.get("algorithm", "minmax"),
+            act_scheme=act.get("scheme", "asym"),
+            weight_granularity=weight.get("granularity", "per_channel"),
+            weight_scheme=weight.get("scheme", "sym"),
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A whole-model plan: approach, backend, framework and one OpPlan per quantizable op."""
+
+    ops: tuple[OpPlan, ...]
+    approach: str = "post_training_static_quant"
+    backend: str = "x86"
+    framework: str = "pytorch_fx"
+
+    def __post_init__(self) -> None:
+        _check("approach", self.approach, APPROACHES)
+        _check("backend", self.backend, BACKENDS)
+        _check("framework", self.framework, FRAMEWORKS)
+        names = [op.name for op in self.ops]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise ValueError(f"`ops` must have unique names, got duplicates {dup}")
+
+    # --- views -------------------------------------------------------------------------
+    def op(self, name: str) -> OpPlan:
+        for op in self.ops:
+            if op.name == name:
+                return op
+        raise KeyError(name)
+
+    @property
+    def fp32_ops(self) -> tuple[str, ...]:
+        return tuple(op.name for op in self.ops if not op.quantized)
+
+    @property
+    def int8_ops(self) -> tuple[str, ...]:
+        return tuple(op.name for op in self.ops if op.quantized)
+
+    def calibration_plan(self) -> Plan:
+        """This plan with every op int8: what calibration prepares. Plans that differ only in
+        their fallbacks share it, so they share one calibration pass."""
+        return replace(self, ops=tuple(replace(op, dtype="int8") for op in self.ops))
+
+    def calibration_key(self) -> tuple:
+        """Hashable identity of the calibration this plan needs."""
+        cal = self.calibration_plan()
+        return (cal.approach, cal.backend, cal.framework, cal.ops)
+
+    def with_fallback(self, names: set[str] | frozenset[str] | tuple[str, ...]) -> Plan:
+        """This plan with the named ops set to fp32."""
+        names = set(names)
+        unknown = names - {op.name for op in self.ops}
+        if unknown:
+            raise KeyError(f"unknown ops {sorted(unknown)}")
+        ops = tuple(replace(op, dtype="fp32") if op.name in names else op for op in self.ops)
+        return replace(self, ops=ops)
+
+    def summary(self) -> str:
+        """Short human summary, e.g. ``x86 int8 9/10 fp32=[conv1] act=minmax``."""
+        n8 = len(self.int8_ops)
+        algos = sorted({op.act_algorithm for op in self.ops if op.quantized})
+        grans = sorted({op.weight_granularity for op in self.ops if op.quantized})
+        text = f"{self.backend} int8 {n8}/{len(self.ops)}"
+        if self.fp32_ops:
+            shown = ",".join(self.fp32_ops[:4]) + (",..." if len(self.fp32_ops) > 4 else "")
+            text += f" fp32=[{shown}]"
+        if algos:
+            text += f" act={'/'.join(algos)} w={'/'.join(grans)}"
+        return text
+
+    # --- serialisation -----------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": PLAN_FORMAT_VERSION,
+            "approach": self.approach,
+            "backend": self.backend,
+            "framework": self.framework,
+            "ops": [op.to_dict() for op in self.ops],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        version = data.get("format_version", PLAN_FORMAT_VERSION)
+        if version != PLAN_FORMAT_VERSION:
+            raise ValueError(
+                f"`format_version` must be {PLAN_FORMAT_VERSION}, got format_version={version!r}"
+            )
+        return cls(
+            ops=tuple(OpPlan.from_dict(op) for op in data.get("ops", [])),
+            approach=data.get("approach", "post_training_static_quant"),
+            backend=data.get("backend", "x86"),
+            framework=data.get("framework", "pytorch_fx"),
+        )
+
+
+def default_plan(
+    ops: list[tuple[str, str]],
+    approach: str = "post_training_static_quant",
+    backend: str = "x86",
+    framework: str = "pytorch_fx",
+    **op_settings: str,
+) -> Plan:
+    """All-int8 plan over ``ops`` given as (name, type) pairs."""
+    return Plan(
+        ops=tuple(OpPlan(name=n, op_type=t, **op_settings) for n, t in ops),
+        approach=approach,
+        backend=backend,
+        framework=framework,
+    )
