@@ -34,6 +34,8 @@ _TORCH_AO_DEPRECATION = r"torch\.ao\.quantization is deprecated and will be remo
 _REDUCE_RANGE = r"Please use quant_min and quant_max to specify the range for observers"
 # Quantized modules create quantized tensors when they are built and run.
 _QTENSOR_DEPRECATION = r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other"
+# Reading quantized tensors back with torch.load goes through TypedStorage.
+_TYPED_STORAGE = r"TypedStorage is deprecated"
 # Rebuilding from a state dict converts observers that never saw data; the values are
 # overwritten by load_state_dict right after.
 _UNCALIBRATED = r"must run observer before calling calculate_qparams"
@@ -98,6 +100,7 @@ def quiet() -> Iterator[None]:
         for message, category in WARNING_FILTERS:
             warnings.filterwarnings("ignore", message=message, category=category)
         warnings.filterwarnings("ignore", message=_UNCALIBRATED, category=UserWarning)
+        warnings.filterwarnings("ignore", message=_TYPED_STORAGE, category=UserWarning)
         yield
 
 
