@@ -452,13 +452,35 @@ def rebuild(
                 pass
     model = convert(prepared.eval() if plan.approach == QAT else prepared, plan)
     with quiet():
-        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+        expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
     if missing or unexpected:
         raise QuantizationError(
             "the weights do not match the plan's int8 model: "
-            f"missing keys {sorted(missing)[:8]}, unexpected keys {sorted(unexpected)[:8]}"
+            f"missing keys {missing[:8]}, unexpected keys {unexpected[:8]}"
         )
+    wrong = [
+        f"{k}: saved {_shape(state_dict[k])}, model {_shape(v)}"
+        for k, v in expected.items()
+        if _shape(state_dict[k]) != _shape(v)
+    ]
+    if wrong:
+        raise QuantizationError(
+            "the weights do not match the plan's int8 model: " + "; ".join(wrong[:8])
+        )
+    with quiet():
+        model.load_state_dict(state_dict)
     return model.eval()
+
+
+def _shape(value: Any) -> Any:
+    """Shape of a state-dict entry; packed params are (weight, bias) tuples."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, tuple | list):
+        return tuple(_shape(v) for v in value)
+    return None
 
 
 # --- statistics ---------------------------------------------------------------------------
