@@ -14,7 +14,6 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,6 +25,7 @@ from inc_flow.errors import DataError, MetricError, QuantizationError
 from inc_flow.plan import Plan
 from inc_flow.scoring import measure_latency
 from inc_flow.stats import op_counts, statistics_frame
+from inc_flow.study import EvalOutcome
 
 logger = logging.getLogger("inc_flow")
 
@@ -47,6 +47,8 @@ class FxEngine:
     Args:
         model: the fp32 model (not modified).
         example_inputs: one batch of inputs, for tracing and saving shapes.
+        approach: static, dynamic or quant_aware_training (``inc_flow.plan.APPROACHES``).
+        framework: ``pytorch_fx`` or ``pytorch`` (eager).
         calib_loader: batches for calibration (static PTQ); ignored for dynamic and QAT.
         sampling_size: calibration samples.
         q_func: QAT training function ``q_func(prepared_model)``; required for QAT.
@@ -57,6 +59,8 @@ class FxEngine:
         self,
         model: nn.Module,
         example_inputs: Any,
+        approach: str = fx.STATIC,
+        framework: str = "pytorch_fx",
         calib_loader: Iterable[Any] | None = None,
         sampling_size: int = 100,
         q_func: Callable[[nn.Module], Any] | None = None,
@@ -64,6 +68,8 @@ class FxEngine:
     ) -> None:
         self.fp32_model = model.eval()
         self.example_inputs = example_inputs
+        self.approach = approach
+        self.framework = framework
         self.calib_loader = calib_loader
         self.sampling_size = sampling_size
         self.q_func = q_func
@@ -72,14 +78,14 @@ class FxEngine:
         self.convert_seconds = 0.0
         self._cache: OrderedDict[tuple, nn.Module] = OrderedDict()
         self._cache_size = cache_size
-        self._ops: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self._ops: list[tuple[str, str]] | None = None
 
     # --- ops ---------------------------------------------------------------------------
-    def list_ops(self, approach: str, framework: str) -> list[tuple[str, str]]:
-        key = (approach, framework)
-        if key not in self._ops:
-            self._ops[key] = fx.list_ops(self.fp32_model, approach, framework)
-        return self._ops[key]
+    def ops(self) -> list[tuple[str, str]]:
+        """Quantizable ops (name, type) for this engine's approach and framework."""
+        if self._ops is None:
+            self._ops = fx.list_ops(self.fp32_model, self.approach, self.framework)
+        return list(self._ops)
 
     # --- build ---------------------------------------------------------------------------
     def prepared(self, plan: Plan) -> nn.Module:
@@ -121,12 +127,12 @@ class FxEngine:
         return model
 
     # --- facts about a model -----------------------------------------------------------
-    def statistics(self, model: nn.Module, plan: Plan):  # -> pandas.DataFrame
-        return statistics_frame(fx.op_statistics(model, plan.approach))
+    def statistics(self, model: nn.Module):  # -> pandas.DataFrame
+        return statistics_frame(fx.op_statistics(model, self.approach))
 
-    def op_counts(self, model: nn.Module, plan: Plan | None = None) -> tuple[int, int]:
-        approach = plan.approach if plan is not None else fx.STATIC
-        return op_counts(statistics_frame(fx.op_statistics(model, approach)))
+    def op_counts(self, model: nn.Module) -> tuple[int, int]:
+        """(int8 ops, fp32 ops) of a built model."""
+        return op_counts(self.statistics(model))
 
     @staticmethod
     def model_size(model: nn.Module) -> int:
@@ -195,17 +201,6 @@ def _output_error(out: Any, ref: Any) -> float:
 # --- evaluation ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EvalOutcome:
-    """Result of one evaluation: the metric value, samples seen out of the total, and
-    whether it stopped early because the target was already out of reach."""
-
-    value: float
-    samples: int
-    total: int
-    stopped_early: bool = False
-
-
 class Evaluator:
     """Accuracy of a model: ``eval_func(model)``, or ``metric`` over ``dataloader``.
 
@@ -246,6 +241,9 @@ class Evaluator:
         return n
 
     def __call__(self, model: nn.Module, threshold: float | None = None) -> EvalOutcome:
+        return self.evaluate(model, threshold)
+
+    def evaluate(self, model: nn.Module, threshold: float | None = None) -> EvalOutcome:
         start = time.perf_counter()
         try:
             return self._evaluate(model, threshold)
@@ -277,7 +275,9 @@ class Evaluator:
                     out, label = self.postprocess(out, label)
                 metric.update(out, label)
                 seen += batch_size_of(inputs)
-                if can_stop and seen < total:
+                # The bound assumes the metric counts samples (TopK, Accuracy on logits);
+                # element-wise Accuracy counts elements, so it never stops early.
+                if can_stop and seen < total and metric.count == seen:
                     best = (metric.correct + (total - metric.count)) / total
                     if best < threshold:
                         return EvalOutcome(
