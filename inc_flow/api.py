@@ -21,7 +21,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,13 @@ def study_name_for(cfg: Config, approach: str) -> str:
     return f"{safe}-{short.get(approach, approach)}-{digest}"
 
 
+def _act_algorithms(act: Any, approach: str) -> tuple[str, ...]:
+    if act is not None and act.algorithm:
+        return tuple(act.algorithm)
+    # QAT learns its ranges; a histogram fake-quant would only slow training down.
+    return ("minmax",) if approach == "quant_aware_training" else ("minmax", "kl")
+
+
 def _space(cfg: Config, ops: list[tuple[str, str]], approach: str) -> SearchSpace:
     q = cfg.quantization
     allowed: dict[str, tuple[str, ...]] = {}
@@ -124,9 +131,7 @@ def _space(cfg: Config, ops: list[tuple[str, str]], approach: str) -> SearchSpac
     return SearchSpace(
         ops=tuple(ops),
         allowed_dtypes=allowed,
-        act_algorithms=tuple(act.algorithm)
-        if act is not None and act.algorithm
-        else ("minmax", "kl"),
+        act_algorithms=_act_algorithms(act, approach),
         act_schemes=tuple(act.scheme) if act is not None and act.scheme else ("asym",),
         weight_granularities=(
             tuple(weight.granularity)
@@ -271,6 +276,9 @@ def quantize(
         )
         space = _space(cfg, engine.ops(), approach)
         settings = _settings(cfg, approach, study_name_for(cfg, approach))
+        if evaluator is None and not settings.performance_only:
+            # INC: with nothing to evaluate, quantize once with the default plan.
+            settings = replace(settings, performance_only=True)
         Path(settings.workspace).mkdir(parents=True, exist_ok=True)
         result = tune(engine, evaluator, benchmark, settings, space=space, tracker=tracker)
         results.append(result)
@@ -347,21 +355,13 @@ def _fmt(value: float | None) -> str:
 
 
 def _log_outcome(q_model: QuantizedModel | None, result: TuneResult) -> None:
-    for note in result.warnings:
-        logger.warning(note)
+    # The tuner has already logged its warnings (slower than fp32, accuracy not checked).
+    del result
     if q_model is None:
         logger.warning("Not found any quantized model that meets the accuracy target.")
         return
     for line in q_model.statistics_lines():
         logger.info(line)
-    if not result.accuracy_checked:
-        logger.warning("accuracy was not checked: no eval_func, eval dataloader or metric")
-    if result.slower_than_fp32:
-        logger.warning(
-            "the int8 model (%.3f ms) is slower than fp32 (%.3f ms) at this batch size",
-            q_model.info["latency_ms"],
-            result.baseline_latency_ms,
-        )
 
 
 def fit(model: nn.Module, conf: Any = None, **kwargs: Any) -> QuantizedModel | None:

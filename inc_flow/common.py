@@ -194,3 +194,11 @@ class Metric:
     def __repr__(self) -> str:
         cls_name = getattr(self.metric_cls, "__name__", repr(self.metric_cls))
         return f"Metric({cls_name}, name={self.name!r}, **{self.kwargs!r})"
+
+
+class Model:
+    """INC's ``common.Model(model)`` wrapper; inc_flow only needs the ``nn.Module`` inside."""
+
+    def __init__(self, root: Any, **kwargs: Any) -> None:
+        del kwargs  # INC's framework-specific options; nothing to choose for PyTorch here
+        self.model = root

@@ -130,8 +130,9 @@ class FxEngine:
     def statistics(self, model: nn.Module):  # -> pandas.DataFrame
         return statistics_frame(fx.op_statistics(model, self.approach))
 
-    def op_counts(self, model: nn.Module) -> tuple[int, int]:
-        """(int8 ops, fp32 ops) of a built model."""
+    def op_counts(self, model: nn.Module, plan: Plan | None = None) -> tuple[int, int]:
+        """(int8 ops, fp32 ops) of a built model (``plan`` accepted for symmetry, unused)."""
+        del plan
         return op_counts(self.statistics(model))
 
     @staticmethod

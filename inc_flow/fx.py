@@ -18,6 +18,7 @@ import copy
 import io
 import warnings
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -178,11 +179,13 @@ def plan_to_mapping(plan: Plan, prefix: str = "") -> QConfigMapping:
         else:
             mapping = get_default_qconfig_mapping(plan.backend)
     ops = [op for op in plan.ops if op.name.startswith(prefix)]
-    first_int8 = next((op for op in plan.ops if op.quantized), None)
-    if plan.approach == DYNAMIC or first_int8 is None:
+    # convert_fx requires the same global qconfig as prepare_fx, so it comes from the
+    # calibration plan (every op int8), not from this plan's fallbacks.
+    first = next((op for op in plan.ops if op.quantized), plan.ops[0] if plan.ops else None)
+    if plan.approach == DYNAMIC or first is None:
         mapping.set_global(None)
     else:
-        mapping.set_global(qconfig_for(first_int8, plan.backend, plan.approach))
+        mapping.set_global(qconfig_for(replace(first, dtype="int8"), plan.backend, plan.approach))
     for op in ops:
         mapping.set_module_name(
             op.name[len(prefix) :], qconfig_for(op, plan.backend, plan.approach)
@@ -294,6 +297,8 @@ def prepare(model: nn.Module, plan: Plan, example_inputs: Any) -> nn.Module:
     model = copy.deepcopy(model)
     training = plan.approach == QAT
     model.train(training)
+    if not training:
+        _drop_dropout(model)
     with quiet():
         if plan.framework == "pytorch":
             return _eager_prepare(model, plan)
@@ -315,6 +320,17 @@ def prepare(model: nn.Module, plan: Plan, example_inputs: Any) -> nn.Module:
             fn = eager_prepare_qat if training else eager_prepare
             model = fn(model, inplace=True)
         return model
+
+
+_DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
+
+
+def _drop_dropout(model: nn.Module) -> None:
+    """Replace dropout modules by identities: a no-op in eval mode, but int8 kernels have no
+    Dropout2d, so leaving it would cost a dequantize/quantize pair around it."""
+    for name, mod in list(model.named_modules()):
+        if name and isinstance(mod, _DROPOUT_TYPES):
+            _replace(model, name, nn.Identity())
 
 
 def convert(prepared: nn.Module, plan: Plan) -> nn.Module:

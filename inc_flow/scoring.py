@@ -1,0 +1,179 @@
+"""Scores of a trial: the accuracy rule (pure) and latency measurement.
+
+The accuracy rule is INC's: a quantized model passes when its metric is within ``relative``
+(a fraction of the fp32 baseline) or ``absolute`` (metric units) of the fp32 baseline, in the
+direction given by ``higher_is_better``.
+
+Two edge cases, decided once here:
+
+* **Zero baseline.** A relative tolerance of a zero baseline is meaningless (INC divides by
+  it), so the relative rule falls back to an absolute comparison: ``relative`` is then read
+  in metric units. ``relative_drop`` follows the same fallback and equals the absolute drop.
+* **NaN.** A NaN metric never meets the target. A NaN baseline is an error (nothing can be
+  compared with it).
+
+Ties pass: ``required_value`` is lowered (raised when lower is better) by a tolerance of
+``1e-9 * max(1, |baseline|)`` so that a value that equals the target up to float rounding
+(``0.8 * (1 - 0.01)`` against ``792 / 1000``) is not rejected.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+_TIE_TOLERANCE = 1e-9
+
+
+def _criterion(relative: float | None, absolute: float | None) -> tuple[str, float]:
+    if relative is not None and absolute is not None:
+        raise ValueError(
+            "exactly one of `relative` and `absolute` must be set, got "
+            f"relative={relative!r}, absolute={absolute!r}"
+        )
+    if relative is None and absolute is None:
+        raise ValueError("one of `relative` and `absolute` must be set, got neither")
+    kind, tol = ("relative", relative) if relative is not None else ("absolute", absolute)
+    tol = float(tol)  # type: ignore[arg-type]
+    if math.isnan(tol) or tol < 0 or (kind == "relative" and tol >= 1):
+        bound = "[0, 1)" if kind == "relative" else ">= 0"
+        raise ValueError(f"`{kind}` must be {bound}, got {kind}={tol!r}")
+    return kind, tol
+
+
+def _check_baseline(baseline: float) -> float:
+    baseline = float(baseline)
+    if math.isnan(baseline) or math.isinf(baseline):
+        raise ValueError(f"`baseline` must be a finite number, got baseline={baseline!r}")
+    return baseline
+
+
+def required_value(
+    baseline: float,
+    *,
+    relative: float | None = None,
+    absolute: float | None = None,
+    higher_is_better: bool = True,
+) -> float:
+    """The value a quantized model's metric must reach (or not exceed, when lower is better).
+
+    Args:
+        baseline: the fp32 model's metric.
+        relative: allowed drop as a fraction of ``|baseline|`` (0.01 = 1%).
+        absolute: allowed drop in metric units.
+        higher_is_better: direction of the metric.
+
+    Returns:
+        The threshold, tie tolerance included (see the module docstring).
+
+    Raises:
+        ValueError: both or neither tolerances set, a tolerance out of range, or a NaN or
+            infinite baseline.
+    """
+    kind, tol = _criterion(relative, absolute)
+    baseline = _check_baseline(baseline)
+    allowed = tol * abs(baseline) if kind == "relative" and baseline != 0 else tol
+    slack = _TIE_TOLERANCE * max(1.0, abs(baseline))
+    if higher_is_better:
+        return baseline - allowed - slack
+    return baseline + allowed + slack
+
+
+def shortfall(required: float, value: float, higher_is_better: bool = True) -> float:
+    """How far ``value`` is from ``required``: > 0 misses the target, <= 0 meets it.
+
+    This is the Optuna constraint value of a trial. NaN values give ``inf``.
+    """
+    value = float(value)
+    if math.isnan(value):
+        return math.inf
+    return required - value if higher_is_better else value - required
+
+
+def meets(
+    baseline: float,
+    value: float,
+    *,
+    relative: float | None = None,
+    absolute: float | None = None,
+    higher_is_better: bool = True,
+) -> bool:
+    """Whether ``value`` meets the accuracy criterion against ``baseline``. NaN never does."""
+    required = required_value(
+        baseline, relative=relative, absolute=absolute, higher_is_better=higher_is_better
+    )
+    return shortfall(required, value, higher_is_better) <= 0
+
+
+def absolute_drop(baseline: float, value: float, higher_is_better: bool = True) -> float:
+    """Loss in metric units; positive = worse than the baseline."""
+    return baseline - value if higher_is_better else value - baseline
+
+
+def relative_drop(baseline: float, value: float, higher_is_better: bool = True) -> float:
+    """Loss as a fraction of ``|baseline|``; positive = worse. Zero baseline: the absolute drop."""
+    drop = absolute_drop(baseline, value, higher_is_better)
+    return drop / abs(baseline) if baseline != 0 else drop
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Latency of one call, in milliseconds, over ``iterations`` timed runs."""
+
+    median_ms: float
+    p90_ms: float
+    threads: int
+    iterations: int
+
+
+def measure_latency(
+    fn: Callable[..., Any],
+    inputs: Sequence[Any],
+    warmup: int = 5,
+    iterations: int = 20,
+    threads: int | None = None,
+) -> LatencyResult:
+    """Time ``fn(*inputs)`` under ``torch.no_grad`` with a fixed intra-op thread count.
+
+    Args:
+        fn: a model or function.
+        inputs: positional arguments of one call (e.g. a batch as a 1-tuple).
+        warmup: untimed calls first.
+        iterations: timed calls; the median and 90th percentile are reported.
+        threads: ``torch.set_num_threads`` during the measurement (restored afterwards);
+            None keeps the current count, which is then recorded.
+
+    Returns:
+        A LatencyResult.
+    """
+    if warmup < 0:
+        raise ValueError(f"`warmup` must be >= 0, got warmup={warmup!r}")
+    if iterations < 1:
+        raise ValueError(f"`iterations` must be >= 1, got iterations={iterations!r}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"`threads` must be >= 1, got threads={threads!r}")
+    import torch  # lazily: the accuracy rule above must not need torch
+
+    previous = torch.get_num_threads()
+    used = previous if threads is None else threads
+    times: list[float] = []
+    try:
+        torch.set_num_threads(used)
+        with torch.no_grad():
+            for _ in range(warmup):
+                fn(*inputs)
+            for _ in range(iterations):
+                start = time.perf_counter()
+                fn(*inputs)
+                times.append((time.perf_counter() - start) * 1000.0)
+    finally:
+        torch.set_num_threads(previous)
+    ordered = sorted(times)
+    p90 = ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+    return LatencyResult(
+        median_ms=statistics.median(ordered), p90_ms=p90, threads=used, iterations=iterations
+    )
