@@ -1,0 +1,105 @@
+"""The engine adapter: calibrate once, exact early rejection, latency measurement."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from inc_flow.common import DataLoader
+from inc_flow.data import DummyDataset
+from inc_flow.engine import Benchmark, Evaluator, FxEngine, repeat_batch
+from inc_flow.errors import DataError, MetricError
+from inc_flow.metrics import Accuracy, TopK
+from inc_flow.plan import default_plan
+from tests.test_fx import TinyNet
+
+
+class Labelled(torch.utils.data.Dataset):
+    """Inputs whose label is what a fixed model predicts for the first `agree` samples."""
+
+    def __init__(self, model: nn.Module, n: int, agree: int) -> None:
+        torch.manual_seed(0)
+        self.x = torch.randn(n, 1, 20, 20)
+        with torch.no_grad():
+            pred = model(self.x).argmax(1)
+        self.y = pred.clone()
+        self.y[agree:] = (pred[agree:] + 1) % 10
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return self.x[i], int(self.y[i])
+
+
+@pytest.fixture
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyNet().eval()
+
+
+def test_calibration_runs_once_per_observer_setting(tiny):
+    calib = DataLoader(DummyDataset([32, 1, 20, 20]), batch_size=8)
+    engine = FxEngine(tiny, torch.zeros(1, 1, 20, 20), calib_loader=calib, sampling_size=16)
+    plan = default_plan(engine.ops())
+    for fallback in ([], ["conv1"], ["fc1", "fc2"], ["conv2"]):
+        engine.build(plan.with_fallback(set(fallback)))
+    assert engine.calibration_passes == 1
+    kl = default_plan(engine.ops(), act_algorithm="kl")
+    engine.build(kl)
+    engine.build(kl.with_fallback({"fc2"}))
+    assert engine.calibration_passes == 2
+
+
+def test_empty_calibration_loader_is_an_error(tiny):
+    engine = FxEngine(tiny, torch.zeros(1, 1, 20, 20), calib_loader=[], sampling_size=16)
+    with pytest.raises(DataError, match="no batch"):
+        engine.build(default_plan(engine.ops()))
+
+
+def test_early_rejection_is_exact(tiny):
+    data = Labelled(tiny, n=100, agree=50)  # the model is right on the first 50 only
+    loader = DataLoader(data, batch_size=10)
+    evaluator = Evaluator(dataloader=loader, metric=TopK(k=1))
+    full = evaluator(tiny)
+    assert (full.value, full.samples, full.total, full.stopped_early) == (0.5, 100, 100, False)
+    # 0.5 is reachable: never rejected, even though the running accuracy drops to 0.5
+    assert not evaluator(tiny, threshold=0.5).stopped_early
+    # 0.95 needs 95 right: after 60 samples (50 right) even all-right would give 0.9
+    early = evaluator(tiny, threshold=0.95)
+    assert early.stopped_early and early.samples == 60 and early.total == 100
+
+
+def test_elementwise_accuracy_never_stops_early(tiny):
+    class Same(torch.utils.data.Dataset):
+        def __len__(self):
+            return 20
+
+        def __getitem__(self, i):
+            return torch.zeros(3), torch.ones(3)
+
+    evaluator = Evaluator(dataloader=DataLoader(Same(), batch_size=5), metric=Accuracy())
+    outcome = evaluator(lambda x: torch.zeros_like(x), threshold=0.99)
+    assert not outcome.stopped_early and outcome.value == 0.0
+
+
+def test_evaluator_needs_something_to_evaluate():
+    with pytest.raises(MetricError, match="eval_func"):
+        Evaluator(dataloader=[1])
+
+
+def test_benchmark_measures_both_batches(tiny):
+    bench = Benchmark(torch.randn(3, 1, 20, 20), batch_size=8, warmup=1, iterations=3)
+    assert bench.inputs_1.shape[0] == 1 and bench.inputs_n.shape[0] == 8
+    out = bench.measure(tiny)
+    assert out["latency_ms_b1"] > 0 and out["latency_ms_b8"] > 0
+    assert out["throughput"] == pytest.approx(8 / (out["latency_ms"] / 1000))
+
+
+def test_repeat_batch_shapes():
+    x = torch.arange(6.0).reshape(3, 2)
+    assert torch.equal(repeat_batch(x, 5)[3:], x[:2])
+    a, b = repeat_batch((x, x[:1]), 2)
+    assert a.shape == (2, 2) and b.shape == (2, 2)
+    assert repeat_batch({"k": x}, 1)["k"].shape == (1, 2)
