@@ -14,7 +14,7 @@ import importlib.util
 import logging
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -181,6 +181,10 @@ class TrialRecord:
     wall_time_s: float = 0.0
     failure_reason: str | None = None
     duplicate_of: int | None = None
+    # Latency per batch size and throughput, when the benchmark measures them.
+    perf: dict[str, float] = field(default_factory=dict, compare=False)
+    # Mixed Precision Statistics rows of the built model: {"Op Type", "Total", "INT8", "FP32"}.
+    op_stats: list[dict[str, Any]] = field(default_factory=list, compare=False)
 
     @property
     def passed(self) -> bool:
@@ -307,7 +311,10 @@ def closest_miss(
 
 
 class Tracker(Protocol):
-    """Receives the study as it runs (``tracking.py``: MLflow parent and child runs)."""
+    """Receives the study as it runs (``tracking.py``: MLflow parent and child runs).
+
+    ``trial_started(number, plan)`` is optional: the tuner calls it when the tracker has it
+    (MLflow opens the child run there, so a killed process leaves a run to mark KILLED)."""
 
     def study_started(self, info: StudyInfo) -> None: ...
     def trial_finished(self, record: TrialRecord) -> None: ...

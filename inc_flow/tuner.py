@@ -52,6 +52,11 @@ SPACE_ATTR = "inc_flow.space"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
+def _plain(value: Any) -> Any:
+    """JSON-friendly scalars for Optuna user attrs (numpy ints from pandas rows)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _seed_torch(seed: int) -> None:
     # Only when torch is already loaded: a real engine has imported it by now, and the
     # fake engines of the unit tests must not pay for importing it.
@@ -274,6 +279,9 @@ class _Tuning:
         base = TrialRecord(
             trial.number, plan, "error", trial.user_attrs.get(PHASE_ATTR, "sampler")
         )
+        started = getattr(self.tracker, "trial_started", None)
+        if started is not None:
+            started(trial.number, plan)
         prev = self.evaluated.get(plan)
         if prev is not None:
             record = replace(
@@ -296,7 +304,10 @@ class _Tuning:
                 if math.isnan(float(outcome.value)):
                     raise MetricError("the metric returned NaN")
             pruned = outcome is not None and outcome.stopped_early
-            latency = None if pruned else float(self.benchmark.latency(model))
+            perf = {} if pruned else self._measure(model)
+            latency = perf.get("latency_ms")
+            stats = getattr(self.engine, "statistics", None)
+            op_stats = stats(model).to_dict("records") if stats is not None else []
         except Exception as e:  # noqa: BLE001 -- a broken plan must not end the study
             record = replace(base, failure_reason=f"{type(e).__name__}: {e}")
             return self._report(trial, record, record, None, t0)
@@ -307,6 +318,8 @@ class _Tuning:
             model_size=size,
             int8_ops=int(n8),
             fp32_ops=int(n32),
+            perf=perf,
+            op_stats=[{k: _plain(v) for k, v in row.items()} for row in op_stats],
         )
         if outcome is not None:
             hib = self.settings.higher_is_better
@@ -342,6 +355,13 @@ class _Tuning:
         ):
             self.best_model, self.best_number = model, record.number
         self.tracker.trial_finished(record)
+
+    def _measure(self, model: Any) -> dict[str, float]:
+        """Latency (the objective) and, when the benchmark offers them, the other figures."""
+        measure = getattr(self.benchmark, "measure", None)
+        if measure is None:
+            return {"latency_ms": float(self.benchmark.latency(model))}
+        return {k: float(v) for k, v in measure(model).items()}
 
     def _values(self, r: TrialRecord) -> list[float]:
         if self.multi:
