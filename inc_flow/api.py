@@ -36,7 +36,7 @@ from inc_flow.io import QuantizedModel
 from inc_flow.metrics import apply_postprocess, build_metric
 from inc_flow.modeling import build_model
 from inc_flow.space import SearchSpace
-from inc_flow.study import LoggingTracker, Tracker, TuneResult, TuneSettings
+from inc_flow.study import LoggingTracker, MultiTracker, Tracker, TuneResult, TuneSettings
 from inc_flow.tuner import tune
 
 logger = logging.getLogger("inc_flow")
@@ -253,7 +253,6 @@ def quantize(
         iterations=perf.iteration if perf is not None and perf.iteration > 0 else 30,
         threads=1,
     )
-    tracker = tracker or LoggingTracker()
     approaches = [STATIC, DYNAMIC] if q.approach == AUTO else [q.approach]
     results: list[TuneResult] = []
     sampling_size = int(q.calibration.sampling_size[0])
@@ -280,22 +279,51 @@ def quantize(
             # INC: with nothing to evaluate, quantize once with the default plan.
             settings = replace(settings, performance_only=True)
         Path(settings.workspace).mkdir(parents=True, exist_ok=True)
-        result = tune(engine, evaluator, benchmark, settings, space=space, tracker=tracker)
-        results.append(result)
-        if result.best is not None:
-            info = _info(result)
-            outcome_model = QuantizedModel(
-                model=result.best_model,
-                plan=result.best.plan,
-                example_inputs=example,
-                calibration_size=0 if approach == DYNAMIC else sampling_size,
-                info=info,
-            )
+        recorder = _mlflow_tracker(cfg) if tracker is None else None
+        trackers = MultiTracker(tracker or LoggingTracker(), recorder)
+        failed = True
+        try:
+            result = tune(engine, evaluator, benchmark, settings, space=space, tracker=trackers)
+            results.append(result)
+            if result.best is not None:
+                outcome_model = QuantizedModel(
+                    model=result.best_model,
+                    plan=result.best.plan,
+                    example_inputs=example,
+                    calibration_size=0 if approach == DYNAMIC else sampling_size,
+                    info=_info(result),
+                )
+                if recorder is not None:
+                    recorder.publish(outcome_model, result, model, _eval_source(cfg, eval_func))
+            else:
+                _keep_closest(engine, result, example, settings, sampling_size)
+            failed = False
+        finally:
+            if recorder is not None:
+                recorder.close(failed=failed)
+        if outcome_model is not None:
             break
-        _keep_closest(engine, result, example, settings, sampling_size)
     result = results[-1]
     _log_outcome(outcome_model, result)
     return Outcome(q_model=outcome_model, result=result, config=cfg, results=tuple(results))
+
+
+def _eval_source(cfg: Config, eval_func: Any) -> str:
+    """What the accuracy was measured on, for comparing registered versions fairly."""
+    if eval_func is not None:
+        where = getattr(eval_func, "__module__", "")
+        return f"eval_func:{where}.{getattr(eval_func, '__qualname__', '')}"
+    acc = cfg.evaluation.accuracy
+    return repr(acc.to_dict()) if acc is not None else "python dataloader and metric"
+
+
+def _mlflow_tracker(cfg: Config) -> Any:
+    """The MLflow tracker, unless ``tracking.enabled`` is false."""
+    if not cfg.tracking.enabled:
+        return None
+    from inc_flow.tracking import MlflowTracker  # imports mlflow: only when tracking
+
+    return MlflowTracker(cfg)
 
 
 def _bench_batch(cfg: Config, eval_dataloader: Any, example: Any) -> int:

@@ -379,3 +379,28 @@ class LoggingTracker:
             result.calibration_passes,
             result.eval_samples_saved,
         )
+
+
+class MultiTracker:
+    """Forwards every event to several trackers (the log and MLflow), in order."""
+
+    def __init__(self, *trackers: Tracker) -> None:
+        self.trackers = [t for t in trackers if t is not None]
+
+    def study_started(self, info: StudyInfo) -> None:
+        for t in self.trackers:
+            t.study_started(info)
+
+    def trial_started(self, number: int, plan: Plan) -> None:
+        for t in self.trackers:
+            hook = getattr(t, "trial_started", None)
+            if hook is not None:
+                hook(number, plan)
+
+    def trial_finished(self, record: TrialRecord) -> None:
+        for t in self.trackers:
+            t.trial_finished(record)
+
+    def study_finished(self, result: TuneResult) -> None:
+        for t in self.trackers:
+            t.study_finished(result)

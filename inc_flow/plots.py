@@ -1,0 +1,122 @@
+"""Study plots for the parent run: optimization history, accuracy x latency (fp32 point,
+target line, Pareto front) and Optuna's param importances. Data comes from the records;
+this module only draws."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display here or on CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+from inc_flow.study import TrialRecord, TuneResult  # noqa: E402
+
+logger = logging.getLogger("inc_flow")
+
+_COLORS = {"passed": "tab:green", "failed": "tab:red", "pruned": "tab:orange"}
+
+
+def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Records not dominated in (higher accuracy, lower latency), sorted by latency."""
+    pts = [r for r in records if r.accuracy is not None and r.latency_ms is not None]
+    front = [
+        r
+        for r in pts
+        if not any(
+            o.accuracy >= r.accuracy
+            and o.latency_ms <= r.latency_ms
+            and (o.accuracy > r.accuracy or o.latency_ms < r.latency_ms)
+            for o in pts
+        )
+    ]
+    return sorted(front, key=lambda r: r.latency_ms)
+
+
+def study_plots(result: TuneResult, out_dir: Path) -> list[Path]:
+    """Write the plots as PNG files into ``out_dir``; returns their paths."""
+    paths = [_history(result, out_dir / "optimization_history.png")]
+    scatter = _accuracy_latency(result, out_dir / "accuracy_vs_latency.png")
+    if scatter is not None:
+        paths.append(scatter)
+    importance = _importances(result, out_dir / "param_importances.png")
+    if importance is not None:
+        paths.append(importance)
+    return paths
+
+
+def _history(result: TuneResult, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    best = None
+    xs, ys = [], []
+    for r in result.records:
+        if r.latency_ms is None:
+            continue
+        ax.scatter(r.number, r.latency_ms, color=_COLORS.get(r.state, "tab:gray"), s=25)
+        if r.passed and (best is None or r.latency_ms < best):
+            best = r.latency_ms
+        if best is not None:
+            xs.append(r.number)
+            ys.append(best)
+    if xs:
+        ax.step(xs, ys, where="post", color="tab:green", label="best passing latency")
+    ax.axhline(result.baseline_latency_ms, color="black", ls="--", lw=1, label="fp32 latency")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title("Optimization history (green: passed, red: missed the target)")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _accuracy_latency(result: TuneResult, path: Path) -> Path | None:
+    pts = [r for r in result.records if r.accuracy is not None and r.latency_ms is not None]
+    if not pts or result.baseline_accuracy is None:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in pts:
+        ax.scatter(r.latency_ms, r.accuracy, color=_COLORS.get(r.state, "tab:gray"), s=25)
+    front = pareto_front(pts)
+    ax.plot(
+        [r.latency_ms for r in front], [r.accuracy for r in front], color="tab:blue", lw=1,
+        label="Pareto front",
+    )  # fmt: skip
+    ax.scatter(
+        result.baseline_latency_ms, result.baseline_accuracy, marker="*", s=150,
+        color="black", label="fp32",
+    )  # fmt: skip
+    if result.required_accuracy is not None:
+        ax.axhline(result.required_accuracy, color="tab:red", ls="--", lw=1, label="target")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Accuracy x latency per trial")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def _importances(result: TuneResult, path: Path) -> Path | None:
+    """Optuna's fANOVA importances of the plan params for latency; needs a few trials."""
+    import optuna
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    completed = [r for r in result.records if r.state in ("passed", "failed")]
+    if len(completed) < 3 or result.storage == ":memory:":
+        return None
+    try:
+        study = optuna.load_study(study_name=result.study_name, storage=result.storage)
+        ax = plot_param_importances(study, target=lambda t: t.values[0] if t.values else 0.0)
+        ax.figure.set_size_inches(7, 4)
+        ax.figure.tight_layout()
+        ax.figure.savefig(path, dpi=90)
+        plt.close(ax.figure)
+        return path
+    except Exception as e:  # noqa: BLE001 - importances need variety; the others suffice
+        logger.info("param importances skipped: %s", e)
+        return None

@@ -1,0 +1,28 @@
+"""Shared fixtures: every test gets its own MLflow tracking store (MLflow's own test style)
+and fails if it leaves a run open."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def mlflow_tracking(tmp_path_factory, monkeypatch):
+    """A fresh SQLite tracking URI per test; no project-run variables leak in."""
+    store = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{store}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(var, raising=False)
+    yield uri
+    if not (store / "mlflow.db").exists():
+        return
+    import mlflow
+    from mlflow import MlflowClient
+
+    assert mlflow.active_run() is None, "the test left an active MLflow run"
+    client = MlflowClient(tracking_uri=uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    running = client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+    assert not running, f"the test left MLflow runs RUNNING: {[r.info.run_name for r in running]}"
