@@ -111,6 +111,7 @@ class MlflowTracker:
         self.experiment_id: str | None = None
         self._owns_parent = False
         self._children: dict[int, str] = {}
+        self._study = ""
         self.log_seconds = 0.0
 
     # --- study -----------------------------------------------------------------------------
@@ -135,6 +136,7 @@ class MlflowTracker:
                 self.parent_id = run.info.run_id
             self._owns_parent = True
         parent = self.parent_id
+        self._study = info.study_name
         self.client.set_tag(parent, TAG_STUDY, info.study_name)
         self.client.set_tag(parent, TAG_ROLE, "study")
         s = info.settings
@@ -163,8 +165,29 @@ class MlflowTracker:
             parent, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], params=new
         )
         self.client.log_text(parent, self.cfg.to_yaml(), "config.yaml")
+        if project_run:
+            self.client.update_run(parent, name=info.study_name)
         self._kill_orphans(info)
+        self._log_resumed(info)
         self.log_seconds += time.perf_counter() - start
+
+    def _log_resumed(self, info: StudyInfo) -> None:
+        """Trials finished by an earlier run of the study get a child run here if they have
+        none yet (e.g. the study was tuned with tracking off), so the parent shows them all."""
+        if not info.resumed:
+            return
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{TAG_STUDY}` = '{info.study_name}' and tags.`{TAG_ROLE}` = 'trial' "
+                "and attributes.status != 'KILLED'"
+            ),
+            max_results=5000,
+        )
+        logged = {r.data.tags.get(TAG_TRIAL) for r in runs}
+        for record in info.resumed:
+            if str(record.number) not in logged:
+                self.trial_finished(record)
 
     def _experiment(self) -> str:
         env = os.environ.get("MLFLOW_EXPERIMENT_ID")
@@ -210,7 +233,7 @@ class MlflowTracker:
             run_name=f"trial-{number:03d}",
             tags={
                 TAG_PARENT: self.parent_id,
-                TAG_STUDY: self._study_tag(),
+                TAG_STUDY: self._study,
                 TAG_ROLE: "trial",
                 TAG_TRIAL: str(number),
                 TAG_STATE: "running",
@@ -243,9 +266,6 @@ class MlflowTracker:
         status = "FAILED" if record.state == "error" else "FINISHED"
         self.client.set_terminated(run_id, status=status)
         self.log_seconds += time.perf_counter() - start
-
-    def _study_tag(self) -> str:
-        return self.client.get_run(self.parent_id).data.tags.get(TAG_STUDY, "")
 
     # --- end -------------------------------------------------------------------------------
     def study_finished(self, result: TuneResult) -> None:

@@ -15,11 +15,15 @@ def mlflow_tracking(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(var, raising=False)
+    import mlflow
+    from mlflow import MlflowClient
+
+    # set_tracking_uri wins over the environment; an earlier test may have called it.
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     yield uri
     if not (store / "mlflow.db").exists():
         return
-    import mlflow
-    from mlflow import MlflowClient
 
     assert mlflow.active_run() is None, "the test left an active MLflow run"
     client = MlflowClient(tracking_uri=uri)
