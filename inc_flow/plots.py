@@ -5,6 +5,7 @@ this module only draws."""
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -111,7 +112,12 @@ def _importances(result: TuneResult, path: Path) -> Path | None:
         return None
     try:
         study = optuna.load_study(study_name=result.study_name, storage=result.storage)
-        ax = plot_param_importances(study, target=lambda t: t.values[0] if t.values else 0.0)
+        with warnings.catch_warnings():
+            # Optuna marks its matplotlib plots experimental and notes that importances are
+            # for low target values (latency: what we want).
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
+            ax = plot_param_importances(study, target=lambda t: t.values[0] if t.values else 0.0)
         ax.figure.set_size_inches(7, 4)
         ax.figure.tight_layout()
         ax.figure.savefig(path, dpi=90)
