@@ -26,7 +26,7 @@ import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -43,18 +43,15 @@ from mlflow.protos.databricks_pb2 import (
 )
 from mlflow.types.schema import Schema, TensorSpec
 
-import inc_flow
 from inc_flow import fx
 from inc_flow.errors import IncFlowError, SaveLoadError
 from inc_flow.io import CONFIGURE_FILE, WEIGHTS_FILE, QuantizedModel, load, read_configure
 from inc_flow.modeling import build_model, import_factory
 
-if TYPE_CHECKING:
-    from inc_flow.study import TuneResult
-
 logger = logging.getLogger("inc_flow")
 
 LOADER_MODULE = __name__  # "inc_flow.flavor"
+PACKAGE_DIR = Path(__file__).resolve().parent  # shipped, so the loader needs no install
 SIDECAR_FILE = "inc_flow_model.yaml"
 SIDECAR_VERSION = 1
 DATA_DIR = "inc_flow_model"  # the data dir's name inside the logged model (data/<DATA_DIR>)
@@ -64,6 +61,10 @@ REQUIREMENTS = ("torch", "torchvision", "pyyaml", "numpy", "pandas")
 METRIC_TAGS = {"accuracy": "accuracy", "relative_drop": "drop", "speedup": "speedup"}
 REQUIRED_METRICS = ("accuracy", "relative_drop", "latency_ms")
 REQUIRED_TAGS = ("backend", "approach", "study")
+
+
+class RegistryError(IncFlowError, ValueError):
+    """A registration lacks the scores or facts the aliases are decided on."""
 
 
 class InvalidInputError(MlflowException, IncFlowError):
@@ -265,6 +266,11 @@ def log_model(
     """
     if threads < 1:
         raise SaveLoadError(f"`threads` must be >= 1, got threads={threads!r}")
+    if not isinstance(q_model, QuantizedModel | str | Path):
+        raise SaveLoadError(
+            "`q_model` must be a QuantizedModel or an output directory, "
+            f"got {type(q_model).__name__}"
+        )
     in_memory = q_model if isinstance(q_model, QuantizedModel) else None
     example = _example(example_input, in_memory)
     code = _check_code_paths(factory, code_paths) if code_paths else [factory_code_path(factory)]
@@ -303,7 +309,7 @@ def log_model(
             name=name,
             loader_module=LOADER_MODULE,
             data_path=str(stage),
-            code_paths=[str(p) for p in code] + [str(Path(inc_flow.__file__).parent)],
+            code_paths=[str(p) for p in code] + [str(PACKAGE_DIR)],
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(extra_pip),
@@ -418,10 +424,12 @@ def register(
     missing = [k for k in REQUIRED_METRICS if metrics.get(k) is None]
     missing += [k for k in REQUIRED_TAGS if tags.get(k) is None]
     if missing:
-        raise ValueError(
+        raise RegistryError(
             f"register needs {missing} in `metrics`/`tags`, got "
             f"metrics={dict(metrics)!r}, tags={dict(tags)!r}"
         )
+    # Read before creating the version, so it is never compared with itself. Two studies
+    # registering the same name at once may both read the same champion; the last alias wins.
     current = champion(name)
     version_tags = {str(k): str(v) for k, v in tags.items()}
     for key, value in metrics.items():
@@ -445,48 +453,3 @@ def register(
     client.set_registered_model_alias(name, alias, mv.version)
     logger.info("registered %s version %s as %s: %s", name, mv.version, alias, reason)
     return client.get_model_version(name, mv.version)
-
-
-def register_result(
-    model_uri: str,
-    name: str,
-    result: TuneResult,
-    *,
-    eval_data: str,
-    criterion: str,
-    tags: Mapping[str, Any] | None = None,
-) -> Any:
-    """:func:`register` with the scores of ``result.best`` (a study's best trial).
-
-    A study that did not check accuracy (``performance_only``) does not meet the target, so
-    its version is a challenger.
-    """
-    best = result.best
-    if best is None or best.latency_ms is None:
-        raise ValueError(
-            f"study {result.study_name!r} has no best trial with a latency to register"
-        )
-    metrics = {
-        "accuracy": best.accuracy if best.accuracy is not None else float("nan"),
-        "relative_drop": best.relative_drop if best.relative_drop is not None else float("nan"),
-        "latency_ms": best.latency_ms,
-        "speedup": result.baseline_latency_ms / best.latency_ms,
-    }
-    if best.absolute_drop is not None:
-        metrics["absolute_drop"] = best.absolute_drop
-    facts = {
-        "backend": best.plan.backend,
-        "approach": best.plan.approach,
-        "study": result.study_name,
-        "trial": best.number,
-        **(tags or {}),
-    }
-    return register(
-        model_uri,
-        name,
-        metrics,
-        facts,
-        eval_data=eval_data,
-        criterion=criterion,
-        meets_target=bool(result.accuracy_checked and best.passed),
-    )

@@ -195,7 +195,9 @@ class MlflowTracker:
             return env
         name = self.cfg.experiment_name
         exp = self.client.get_experiment_by_name(name)
-        return exp.experiment_id if exp is not None else self.client.create_experiment(name)
+        if exp is not None:
+            return exp.experiment_id
+        return self.client.create_experiment(name, artifact_location=_artifact_location())
 
     def _find_parent(self, study: str) -> str | None:
         runs = self.client.search_runs(
@@ -384,6 +386,16 @@ class MlflowTracker:
         self._children.clear()
         if self._owns_parent and self.parent_id:
             self.client.set_terminated(self.parent_id, status="FAILED" if failed else "FINISHED")
+
+
+def _artifact_location() -> str | None:
+    """For an SQLite store, artifacts go beside the database file (``<dir>/mlruns/<name>``)
+    rather than under whatever directory the process happens to run in."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///")).resolve()
+    return (db.parent / "mlruns").as_uri() + f"/{int(time.time() * 1000)}"
 
 
 def _class_factory(model: Any) -> str | None:
