@@ -285,6 +285,8 @@ def quantize(
         try:
             result = tune(engine, evaluator, benchmark, settings, space=space, tracker=trackers)
             results.append(result)
+            if recorder is not None:
+                recorder.log_times(_time_split(engine, evaluator, benchmark))
             if result.best is not None:
                 outcome_model = QuantizedModel(
                     model=result.best_model,
@@ -306,6 +308,16 @@ def quantize(
     result = results[-1]
     _log_outcome(outcome_model, result)
     return Outcome(q_model=outcome_model, result=result, config=cfg, results=tuple(results))
+
+
+def _time_split(engine: FxEngine, evaluator: Evaluator | None, benchmark: Benchmark) -> dict:
+    """Where the tuning time went, in seconds (this process's share of the study)."""
+    return {
+        "time_calibration_s": engine.calibration_seconds,
+        "time_convert_s": engine.convert_seconds,
+        "time_evaluation_s": evaluator.seconds if evaluator is not None else 0.0,
+        "time_latency_s": benchmark.seconds,
+    }
 
 
 def _eval_source(cfg: Config, eval_func: Any) -> str:

@@ -308,6 +308,14 @@ class MlflowTracker:
             for path in plots.study_plots(result, Path(tmp)):
                 self.client.log_artifact(self.parent_id, str(path), "plots")
 
+    def log_times(self, seconds: dict[str, float]) -> None:
+        """Where the time went (calibration, convert, evaluation, latency, logging)."""
+        values = {**seconds, "time_logging_s": self.log_seconds}
+        now = _now()
+        self.client.log_batch(
+            self.parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()]
+        )
+
     def log_outputs(self, output_dir: str | os.PathLike, statistics: list[str]) -> None:
         """The best model's files and its Mixed Precision Statistics, on the parent run."""
         self.client.log_artifact(self.parent_id, str(Path(output_dir) / "best_configure.yaml"))

@@ -81,7 +81,7 @@ def test_one_parent_and_one_child_per_trial(tmp_path):
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"plan.yaml", "op_statistics.json"} <= files
     assert parent.info.status == "FINISHED"
-    assert {"fp32_latency_ms", "best_latency_ms", "n_trials", "mlflow_logging_s"} <= set(
+    assert {"fp32_latency_ms", "best_latency_ms", "n_trials", "time_calibration_s"} <= set(
         parent.data.metrics
     )
     files = {a.path for a in client.list_artifacts(parent.info.run_id)}
