@@ -299,6 +299,8 @@ def quantize(
                     recorder.publish(outcome_model, result, model, _eval_source(cfg, eval_func))
             else:
                 _keep_closest(engine, result, example, settings, sampling_size)
+            if recorder is not None:
+                _log_report(recorder)
             failed = False
         finally:
             if recorder is not None:
@@ -327,6 +329,16 @@ def _eval_source(cfg: Config, eval_func: Any) -> str:
         return f"eval_func:{where}.{getattr(eval_func, '__qualname__', '')}"
     acc = cfg.evaluation.accuracy
     return repr(acc.to_dict()) if acc is not None else "python dataloader and metric"
+
+
+def _log_report(recorder: Any) -> None:
+    """The study's HTML dashboard on its parent run; a report failure never fails tuning."""
+    try:
+        from dashboards.report import log_report
+
+        log_report(recorder.client, recorder.parent_id, None)
+    except Exception as e:  # noqa: BLE001 - the report is a view of a record already kept
+        logger.warning("the HTML report was not logged: %s", e)
 
 
 def _mlflow_tracker(cfg: Config) -> Any:

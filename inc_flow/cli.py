@@ -3,12 +3,15 @@
 inc-flow tune [CONFIG] [-o OUTPUT]     tune, save best_configure.yaml + weights
 inc-flow check CONFIG                  validate a config, do no work
 inc-flow stats OUTPUT --config CONFIG  Mixed Precision Statistics of a saved model
+inc-flow report --experiment NAME [--run ID] -o FILE    HTML report of one study
+inc-flow compare --experiment A [--experiment B] [--run ID] -o FILE   studies side by side
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,6 +72,45 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(uri: str | None):  # -> MlflowClient
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri) if uri else MlflowClient()
+
+
+def _log_to_project_run(client, path: Path) -> None:
+    """Under ``mlflow run -e report`` the HTML also becomes an artifact of the project run."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if run_id:
+        client.log_artifact(run_id, str(path))
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from dashboards import write_report
+
+    if not args.experiment and not args.run:
+        raise IncFlowError("report needs --experiment NAME, --run PARENT_RUN_ID or both")
+    client = _client(args.tracking_uri)
+    path = write_report(args.output, args.experiment or None, args.run or None, client)
+    _log_to_project_run(client, path)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from dashboards import write_comparison
+
+    experiments = [e for e in args.experiment if e]
+    runs = [r for r in args.run if r]
+    if not experiments and not runs:
+        raise IncFlowError("compare needs at least one --experiment NAME or --run PARENT_RUN_ID")
+    client = _client(args.tracking_uri)
+    path = write_comparison(args.output, experiments, runs, client)
+    _log_to_project_run(client, path)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="inc-flow", description=__doc__.split("\n")[0])
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
@@ -88,6 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("output", help="directory with best_configure.yaml")
     stats.add_argument("--config", required=True, help="the config that names model.factory")
     stats.set_defaults(func=_cmd_stats)
+
+    uri_help = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, then MLflow's default)"
+    rep = sub.add_parser("report", help="HTML report of one study from its MLflow runs")
+    rep.add_argument("--experiment", help="MLflow experiment (the config's model.name)")
+    rep.add_argument("--run", default="", help="the study's parent run id (default: latest)")
+    rep.add_argument("-o", "--output", default="report.html", help="HTML file to write")
+    rep.add_argument("--tracking-uri", help=uri_help)
+    rep.set_defaults(func=_cmd_report)
+
+    comp = sub.add_parser("compare", help="HTML comparison of several studies")
+    comp.add_argument(
+        "--experiment", action="append", default=[], help="every study of this experiment"
+    )
+    comp.add_argument("--run", action="append", default=[], help="a study's parent run id")
+    comp.add_argument("-o", "--output", default="comparison.html", help="HTML file to write")
+    comp.add_argument("--tracking-uri", help=uri_help)
+    comp.set_defaults(func=_cmd_compare)
     return parser
 
 

@@ -20,7 +20,7 @@ def test_only_fx_imports_torch_ao_quantization():
 
 
 def test_mlflow_stays_out_of_the_core():
-    allowed = {"tracking.py", "flavor.py", "cli.py"}
+    allowed = {"tracking.py", "flavor.py", "cli.py", "report.py"}  # report.py: fetch only
     assert _importers(r"mlflow") <= allowed
 
 
