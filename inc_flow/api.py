@@ -144,6 +144,14 @@ def _space(cfg: Config, ops: list[tuple[str, str]], approach: str) -> SearchSpac
     )
 
 
+def _loader(spec: Any, path: str) -> Any:
+    """A dataloader from the config; a data problem names the config key it came from."""
+    try:
+        return build_dataloader(spec)
+    except DataError as e:
+        raise ConfigError(path, f"cannot be built: {e}") from e
+
+
 def _metric_object(metric: Any) -> Any:
     create = getattr(metric, "create", None)
     if callable(create) and not hasattr(metric, "update"):  # INC's common.Metric wrapper
@@ -218,9 +226,9 @@ def quantize(
     q = cfg.quantization
     acc = cfg.evaluation.accuracy if cfg.evaluation is not None else None
     if calib_dataloader is None and q.calibration.dataloader is not None:
-        calib_dataloader = build_dataloader(q.calibration.dataloader)
+        calib_dataloader = _loader(q.calibration.dataloader, "quantization.calibration.dataloader")
     if eval_dataloader is None and acc is not None and acc.dataloader is not None:
-        eval_dataloader = build_dataloader(acc.dataloader)
+        eval_dataloader = _loader(acc.dataloader, "evaluation.accuracy.dataloader")
     if metric is None and acc is not None and (acc.metric or acc.multi_metrics):
         metric = build_metric(acc.metric or acc.multi_metrics)
     metric = _metric_object(metric)

@@ -158,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except IncFlowError as e:
         print(f"inc-flow: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - not bad input: a fault (store down, disk full)
+        logging.getLogger("inc_flow").debug("unexpected error", exc_info=True)
+        print(f"inc-flow: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -54,13 +54,18 @@ from inc_flow.schema import (
     check_params,
     check_path,
     check_seed,
+    check_storage,
     check_str,
     check_text,
+    check_tracking_uri,
     check_version,
+    check_workspace,
     config_error,
+    folder_not_found,
     join,
     not_one_of,
     show,
+    sqlite_folder,
     unknown_key,
     unknown_name,
 )
@@ -398,7 +403,9 @@ def _op_spaces(p: Problems, key: str, value: Any, regex: bool) -> Any:
                 if k in ("dtype", "scheme", "granularity", "algorithm") and not isinstance(
                     v, (list, tuple)
                 ):
-                    p.add(f"{path}.{tensor}.{k}", f"must be a list, e.g. [{v!r}], got {show(v)}")
+                    example = repr(v) if isinstance(v, (str, int, float)) else "..."
+                    message = f"must be a list, e.g. [{example}], got {show(v)}"
+                    p.add(f"{path}.{tensor}.{k}", message)
         if len(p) == before:
             out[name] = _section(p, path, space, OpSpace)
     return out
@@ -601,7 +608,7 @@ class ExitPolicy(_Section):
 class WorkspaceConfig(_Section):
     """INC ``tuning.workspace``: where tuning writes; ``resume`` as in INC."""
 
-    path: str = _f("./nc_workspace", check_text)
+    path: str = _f("./nc_workspace", check_workspace)
     resume: str | None = _f(None, check_text, optional=True)
 
 
@@ -615,10 +622,16 @@ class TuningConfig(_Section):
     exit_policy: ExitPolicy = _sub(ExitPolicy)
     random_seed: int = _f(1978, check_seed)
     workspace: WorkspaceConfig = _sub(WorkspaceConfig)
-    storage: str | None = _f(None, check_str, optional=True)
+    storage: str | None = _f(None, check_storage)
     study_name: str | None = _f(None, check_str, optional=True)
 
     _SECTION: ClassVar[str] = "tuning"
+
+    def _check_together(self, p: Problems) -> None:
+        folder = sqlite_folder(self.storage) if self.storage else None
+        workspace = os.path.abspath(self.workspace.path)
+        if folder and not os.path.isdir(folder) and os.path.abspath(folder) != workspace:
+            p.add("storage", folder_not_found(folder))  # the workspace is created at start
 
 
 # --- model, tracking, the whole config -----------------------------------------------------
@@ -651,7 +664,7 @@ class TrackingConfig(_Section):
     ``model.name`` (see :attr:`Config.experiment_name`).
     """
 
-    uri: str | None = _f(None, check_str, optional=True)
+    uri: str | None = _f(None, check_tracking_uri)
     experiment: str | None = _f(None, check_str, optional=True)
     registered_model_name: str | None = _f(None, check_str, optional=True)
     enabled: bool = _f(True, check_bool)

@@ -42,7 +42,13 @@ def import_factory(spec: str, path: str = "model.factory") -> Any:
 
 def build_model(factory: str, weights: str | None = None) -> nn.Module:
     """Call the factory and load the fp32 state dict (``weights_only=True``) if given."""
-    model = import_factory(factory)()
+    build = import_factory(factory)
+    try:
+        model = build()
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - user code: name the key
+        raise ConfigError(
+            "model.factory", f"{factory!r} failed to build the model: {type(e).__name__}: {e}"
+        ) from e
     if not isinstance(model, nn.Module):
         raise ConfigError(
             "model.factory", f"must return a torch.nn.Module, got {type(model).__name__}"

@@ -12,6 +12,7 @@ import difflib
 import math
 import os
 import re
+import reprlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -209,9 +210,32 @@ def config_error(items: Iterable[tuple[str, str]], note: str = "") -> ConfigErro
     return error
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 3, 40, 40
+
+
+def _small(value: Any, limit: int = 200) -> bool:
+    """True when ``value`` holds fewer than ``limit`` nested items, so its repr is cheap.
+
+    yaml aliases let a few lines of text build a structure with billions of items
+    ("billion laughs"); a full repr of it would take hours.
+    """
+    stack, count = [value], 0
+    while stack:
+        count += 1
+        if count > limit:
+            return False
+        item = stack.pop()
+        if isinstance(item, Mapping):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple, set)):
+            stack += item
+    return True
+
+
 def show(value: Any) -> str:
     """The value as messages echo it: its repr, shortened, plus the type for containers."""
-    text = repr(value)
+    text = repr(value) if _small(value) else _SHORT_REPR.repr(value)
     if len(text) > 60:
         text = text[:57] + "..."
     if value is None or isinstance(value, (str, bool, int, float)):
@@ -229,6 +253,8 @@ def unknown_key(key: Any, allowed: Iterable[str], section: str) -> str:
 
 
 def did_you_mean(word: Any, options: Iterable[Any]) -> str:
+    if not isinstance(word, (str, int, float)):
+        return ""  # a container is no misspelt name (and its str may be huge)
     lower = {str(o).lower(): o for o in options}
     match = difflib.get_close_matches(str(word).lower(), list(lower), n=1, cutoff=0.6)
     return f"; did you mean {lower[match[0]]!r}?" if match else ""
@@ -356,10 +382,10 @@ def check_names(
         return value
     if not value:
         p.add(path, f"must not be empty; choose from {list(choices)}")
-    for item in value:
-        if item not in choices:
-            p.add(path, not_one_of(item, choices))
-    return tuple(dict.fromkeys(value))
+    bad = [item for item in value if not isinstance(item, str) or item not in choices]
+    for item in bad:
+        p.add(path, not_one_of(item, choices))
+    return value if bad else tuple(dict.fromkeys(value))  # bad items may be unhashable
 
 
 def check_ints(
@@ -411,6 +437,58 @@ def check_text(p: Problems, key: str, value: Any, optional: bool = False) -> Any
     """A string or path-like (kept as a string)."""
     value = os.fspath(value) if isinstance(value, os.PathLike) else value
     return check_str(p, key, value, optional=optional)
+
+
+def check_workspace(p: Problems, key: str, value: Any) -> Any:
+    """A directory path; it may not exist yet, but it must not be a file."""
+    value = check_text(p, key, value)
+    if isinstance(value, str) and os.path.exists(value) and not os.path.isdir(value):
+        p.add(key, f"must be a directory, got the file {value!r}")
+    return value
+
+
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
+TRACKING_SCHEMES = ("file", "http", "https", "databricks", "databricks-uc", "uc", "mssql")
+
+
+def sqlite_folder(url: str) -> str | None:
+    """The folder of an SQLite URL's file (``"."`` for a bare name); None for other URLs."""
+    scheme, _, rest = url.partition("://")
+    file = rest[1:].partition("?")[0] if scheme.split("+")[0] == "sqlite" else ""
+    return os.path.dirname(file) or "." if file and file != ":memory:" else None
+
+
+def folder_not_found(folder: str) -> str:
+    where = "" if os.path.isabs(folder) else f" (relative to {os.getcwd()})"
+    return f"directory not found: {folder!r}{where}; SQLite creates files, not folders"
+
+
+def _check_url(p: Problems, key: str, value: str, schemes: tuple[str, ...], example: str) -> None:
+    """``scheme://...`` with a known scheme (``+driver`` allowed)."""
+    scheme = value.partition("://")[0]
+    if scheme.split("+")[0] not in schemes:
+        p.add(
+            key,
+            f"must be a URL such as {example}, with a scheme from {list(schemes)}, got {value!r}",
+        )
+
+
+def check_storage(p: Problems, key: str, value: Any) -> Any:
+    """An Optuna storage URL (``sqlite``, ``postgresql``, ``mysql``), or ``:memory:``. (An
+    SQLite file's folder is checked with the workspace, which is created before the study.)"""
+    check_str(p, key, value, optional=True)
+    if isinstance(value, str) and value and value != ":memory:":
+        _check_url(p, key, value, STORAGE_SCHEMES, "'sqlite:///path/optuna.db'")
+    return value
+
+
+def check_tracking_uri(p: Problems, key: str, value: Any) -> Any:
+    """An MLflow tracking URI; a plain path (a file store) or ``databricks`` has no scheme."""
+    check_str(p, key, value, optional=True)
+    if isinstance(value, str) and "://" in value:
+        schemes = STORAGE_SCHEMES + TRACKING_SCHEMES
+        _check_url(p, key, value, schemes, "'sqlite:///mlflow.db' or 'http://host:5000'")
+    return value  # (MLflow creates an SQLite file's folder)
 
 
 def check_last_batch(p: Problems, key: str, value: Any) -> Any:

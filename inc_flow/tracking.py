@@ -20,6 +20,7 @@ import mlflow
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 
 from inc_flow.config import Config
 from inc_flow.plan import Plan
@@ -197,7 +198,14 @@ class MlflowTracker:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        return self.client.create_experiment(name, artifact_location=_artifact_location())
+        try:
+            return self.client.create_experiment(name, artifact_location=_artifact_location())
+        except MlflowException as e:  # another worker created it a moment ago
+            exp = self.client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            logger.debug("experiment %s created concurrently: %s", name, e)
+            return exp.experiment_id
 
     def _find_parent(self, study: str) -> str | None:
         runs = self.client.search_runs(

@@ -23,7 +23,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from inc_flow.errors import MetricError
+from inc_flow.errors import ConfigError, DataError, IncFlowError, MetricError
 from inc_flow.plan import Plan
 from inc_flow.scoring import shortfall
 from inc_flow.space import SearchSpace
@@ -64,6 +64,12 @@ def _seed_torch(seed: int) -> None:
         sys.modules["torch"].manual_seed(seed)
 
 
+def _why(error: Exception) -> str:
+    """``Type: first line of the message`` of an exception from user code or a library."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -81,6 +87,14 @@ def _is_stale(trial: optuna.trial.FrozenTrial) -> bool:
     if not pid.isdigit():
         return True
     return host == socket.gethostname() and (int(pid) == os.getpid() or not _pid_alive(int(pid)))
+
+
+def _runs_here(trial: optuna.trial.FrozenTrial) -> bool:
+    """True when another live process of this host runs ``trial``."""
+    host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return int(pid) != os.getpid() and _pid_alive(int(pid))
 
 
 def tune(
@@ -136,6 +150,7 @@ class _Tuning:
         self.best_number: int | None = None
         self.stop_reason = ""
         self.waiting = False
+        self.pending: set[Plan] = set()  # plans of trials running or queued (other workers)
 
     # --- setup ---------------------------------------------------------------------------
     def _open_study(self) -> optuna.Study:
@@ -148,13 +163,19 @@ class _Tuning:
             storage = optuna.storages.InMemoryStorage()
         elif s.storage is None:
             Path(s.workspace).mkdir(parents=True, exist_ok=True)
-        study = optuna.create_study(
-            storage=storage,
-            sampler=sampler,
-            study_name=s.study_name,
-            directions=s.directions(),
-            load_if_exists=True,
-        )
+        try:
+            study = optuna.create_study(
+                storage=storage,
+                sampler=sampler,
+                study_name=s.study_name,
+                directions=s.directions(),
+                load_if_exists=True,
+            )
+        except Exception as e:  # noqa: BLE001 -- driver missing, server down, bad file
+            key = "tuning.storage" if s.storage else "tuning.workspace.path"
+            raise ConfigError(
+                key, f"cannot open the Optuna storage {self.storage_name!r}: {_why(e)}"
+            ) from e
         wanted = [optuna.study.StudyDirection[d.upper()] for d in s.directions()]
         # what makes stored values, constraints and states comparable with new ones
         identity = {
@@ -187,11 +208,22 @@ class _Tuning:
         if stored and (stored["accuracy"] is not None or not self.checked):
             return stored["accuracy"], stored["latency_ms"]
         accuracy = None
+        fp32 = self.engine.fp32_model
         if self.checked:
-            accuracy = float(self.evaluator.evaluate(self.engine.fp32_model, None).value)
+            try:
+                accuracy = float(self.evaluator.evaluate(fp32, None).value)
+            except IncFlowError:
+                raise
+            except Exception as e:  # noqa: BLE001 -- user code: say which step failed
+                raise MetricError(f"evaluating the fp32 model failed: {_why(e)}") from e
             if not math.isfinite(accuracy):
                 raise MetricError(f"the fp32 model's metric is {accuracy}; cannot tune against it")
-        latency = float(self.benchmark.latency(self.engine.fp32_model))
+        try:
+            latency = float(self.benchmark.latency(fp32))
+        except IncFlowError:
+            raise
+        except Exception as e:  # noqa: BLE001 -- e.g. example inputs the model cannot take
+            raise DataError(f"timing the fp32 model on example inputs failed: {_why(e)}") from e
         self.study.set_user_attr(BASELINE_ATTR, {"accuracy": accuracy, "latency_ms": latency})
         return accuracy, latency
 
@@ -218,7 +250,36 @@ class _Tuning:
             ):
                 self._add(TrialRecord.from_dict(t.user_attrs[RECORD_ATTR]))
         self.waiting = any(t.state == TrialState.WAITING for t in trials)
+        live = (TrialState.RUNNING, TrialState.WAITING)
+        self.pending = {p for t in trials if t.state in live for p in [self._plan_of(t)] if p}
         return sum(t.state in _FINISHED for t in trials)
+
+    def _plan_of(self, trial: optuna.trial.FrozenTrial) -> Plan | None:
+        """The plan of a trial once all its params are known (enqueued ones: at once)."""
+        params = trial.system_attrs.get("fixed_params") or trial.params
+        if set(params) != set(self.space.choices()):
+            return None
+        try:
+            return self.space.plan_from_params(params)
+        except ValueError:
+            return None
+
+    def _wait_for_twin(self, plan: Plan, number: int) -> bool:
+        """Wait while an earlier trial of ``plan`` runs in another live worker of this host
+        (two workers can enqueue one seed at the same moment; other hosts' workers cannot be
+        known alive, so they are not waited for); True if there was such a trial."""
+        found = False
+        while True:
+            twins = [
+                t
+                for t in self.study.get_trials(deepcopy=False)
+                if t.number < number and t.number not in self.records and self._plan_of(t) == plan
+            ]
+            found = found or bool(twins)
+            running = [t for t in twins if t.state == TrialState.RUNNING and _runs_here(t)]
+            if not running:
+                return found
+            time.sleep(0.2)
 
     def _add(self, record: TrialRecord) -> None:
         record = replace(record, plan=self.space.canonical(record.plan))
@@ -265,7 +326,8 @@ class _Tuning:
                 self.stop_reason = "space exhausted"
             else:
                 if not self.waiting:  # enqueue seeds one at a time: later ones stay lazy
-                    seed = next(((ph, p) for ph, p in seeds if p not in self.evaluated), None)
+                    taken = self.evaluated.keys() | self.pending  # done, or running elsewhere
+                    seed = next(((ph, p) for ph, p in seeds if p not in taken), None)
                     if seed is not None:
                         params = self.space.params_for(seed[1])
                         self.study.enqueue_trial(params, user_attrs={PHASE_ATTR: seed[0]})
@@ -283,6 +345,9 @@ class _Tuning:
         if started is not None:
             started(trial.number, plan)
         prev = self.evaluated.get(plan)
+        if prev is None and self._wait_for_twin(plan, trial.number):
+            self._sync()  # the twin's record, if it finished with one
+            prev = self.evaluated.get(plan)
         if prev is not None:
             record = replace(
                 prev,

@@ -1,11 +1,14 @@
 """Train the 28x28 ResNet18 briefly on Fashion-MNIST and save its fp32 state dict.
 
 Run from the repository root: ``python -m examples.resnet18.train [--steps 140]
-[--batch-size 32] [--time-budget 240] [--out PATH]``. A short budget on purpose (the model is
-a benchmark subject, not a state of the art): Adam lr 1e-3 with cosine decay over ``--steps``
-batches of a shuffled training set (``torch.manual_seed(1)``, 2 threads), stopping early if
-``--time-budget`` seconds pass; then top-1 on the 10k test set. About 6 minutes on 2 CPU
-cores. The checkpoint goes to ``examples.resnet18.model.checkpoint_path()`` (outside git).
+[--batch-size 32] [--time-budget 210] [--out PATH]``. A short budget on purpose (the model is
+a benchmark subject, not a state of the art): Adam lr 1e-3 over ``--steps`` batches of a
+shuffled training set (``torch.manual_seed(1)``, 2 threads), or fewer if ``--time-budget``
+seconds pass first; the learning rate follows a cosine over whichever of the two is further
+along, so it anneals even when time runs out. Then top-1 on the 10k test set (2-2.5 min).
+On 2 CPU cores: 140 steps take 2.5 min when the machine is quiet (~83% top-1); under load
+the time budget stops training earlier (~80%); 4.5-6 min in all. The checkpoint goes to
+``examples.resnet18.model.checkpoint_path()`` (outside git).
 """
 
 from __future__ import annotations
@@ -44,18 +47,17 @@ def train(steps: int, batch_size: int, time_budget: float, lr: float, out: Path)
     test_loader = DataLoader(FashionMNIST(train=False, transform=normalize), 500)
     model = build_resnet18()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
-    )
     model.train()
     start, step, running = time.perf_counter(), 0, 0.0
     while step < steps:
         for images, labels in train_loader:
+            progress = max(step / steps, (time.perf_counter() - start) / time_budget)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
             optimizer.zero_grad()
             loss = F.cross_entropy(model(images), labels)
             loss.backward()
             optimizer.step()
-            schedule.step()
             step += 1
             running = loss.item() if step == 1 else 0.9 * running + 0.1 * loss.item()
             elapsed = time.perf_counter() - start
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=140, help="optimizer steps (batches)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--time-budget", type=float, default=240.0, help="seconds of training")
+    parser.add_argument("--time-budget", type=float, default=210.0, help="seconds of training")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--out", type=Path, default=None, help="default: the cache path")
     args = parser.parse_args(argv)
