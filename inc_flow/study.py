@@ -347,7 +347,8 @@ class LoggingTracker:
         why = f" ({record.failure_reason})" if record.failure_reason else ""
         dup = f" of trial {record.duplicate_of}" if record.duplicate_of is not None else ""
         logger.info(
-            "[trial %d/%d] %s%s%s | %s | acc %s drop %s | %s ms",
+            "[trial %d | %d/%d] %s%s%s | %s | acc %s drop %s | %s ms",
+            record.number,  # 0-based, as in the MLflow run names (trial-000) and warnings
             record.number + 1,
             self._max_trials,
             record.state,

@@ -162,3 +162,9 @@ def test_plan_from_params_rejects_unknown_and_bad_values() -> None:
         space.plan_from_params({"op:nope": "fp32"})
     with pytest.raises(ValueError, match="act_algorithm"):
         space.plan_from_params({"act_algorithm": "percentile"})
+
+
+def test_op_type_covering_most_ops_is_not_a_seed() -> None:
+    ops = [(f"conv{i}", "Conv2d") for i in range(5)] + [("fc", "Linear")]
+    fallbacks = [p.fp32_ops for p in SearchSpace(ops).op_type_fallbacks()]
+    assert fallbacks == [("fc",)]  # 5 of 6 ops in fp32 would be slower than fp32 itself

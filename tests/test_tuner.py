@@ -394,7 +394,7 @@ def test_int8_slower_than_fp32_is_flagged(caplog: pytest.LogCaptureFixture) -> N
 def test_logging_tracker_prints_progress_and_summary(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="inc_flow"):
         run({"conv2": 0.05}, tracker=None, max_trials=20)
-    assert "[trial 1/20] failed" in caplog.text and "[trial 3/20] passed" in caplog.text
+    assert "[trial 0 | 1/20] failed" in caplog.text and "[trial 2 | 3/20] passed" in caplog.text
     assert "tuning done (target met)" in caplog.text and "speed-up" in caplog.text
 
 
