@@ -331,7 +331,13 @@ class _Tuning:
                     if seed is not None:
                         params = self.space.params_for(seed[1])
                         self.study.enqueue_trial(params, user_attrs={PHASE_ATTR: seed[0]})
-                self._trial(self.study.ask())
+                trial = self.study.ask()
+                try:
+                    self._trial(trial)
+                except optuna.exceptions.UpdateFinishedTrialError as e:
+                    # SQLite lets two workers pop the same waiting trial now and then; the
+                    # other worker finished it, and _sync picks its record up.
+                    logger.info("trial %d was finished by another worker: %s", trial.number, e)
         return self._finish(stale)
 
     def _trial(self, trial: optuna.Trial) -> None:
