@@ -41,6 +41,8 @@ from inc_flow.tuner import tune
 
 logger = logging.getLogger("inc_flow")
 
+ROLES = ("tune", "worker", "finalize")
+PARENT_WAIT_S = 120  # how long a worker waits for the study's creator to make the parent run
 AUTO = "post_training_auto_quant"
 STATIC = "post_training_static_quant"
 DYNAMIC = "post_training_dynamic_quant"
@@ -205,6 +207,7 @@ def quantize(
     q_func: Callable[[nn.Module], Any] | None = None,
     postprocess: Callable[[Any, Any], tuple[Any, Any]] | None = None,
     tracker: Tracker | None = None,
+    role: str = "tune",
 ) -> Outcome:
     """Tune the fastest int8 plan meeting the accuracy target; everything that came out.
 
@@ -212,10 +215,17 @@ def quantize(
     + metric > yaml ``evaluation.accuracy``). With no way to evaluate, the default plan is
     quantized once and the log says accuracy was not checked.
 
+    ``role`` scales a study out (see README, "Scale out"): ``tune`` does everything in this
+    process; ``worker`` joins the study, runs trials and logs them under the study's one
+    parent run, but neither registers nor ends the parent; ``finalize`` runs no trial: it
+    rebuilds the best plan, logs and registers it once, and ends the parent run.
+
     Returns:
         An :class:`Outcome`; ``outcome.q_model`` is None when no plan met the target.
     """
     cfg = as_config(conf)
+    if role not in ROLES:
+        raise ValueError(f"`role` must be one of {list(ROLES)}, got {role!r}")
     if model is None:
         if not cfg.model.factory:
             raise ConfigError("model.factory", "is required when no model object is given")
@@ -286,14 +296,16 @@ def quantize(
         if evaluator is None and not settings.performance_only:
             # INC: with nothing to evaluate, quantize once with the default plan.
             settings = replace(settings, performance_only=True)
+        if role == "finalize":
+            settings = replace(settings, new_trials=False)
         Path(settings.workspace).mkdir(parents=True, exist_ok=True)
-        recorder = _mlflow_tracker(cfg) if tracker is None else None
+        recorder = _mlflow_tracker(cfg, settings, role) if tracker is None else None
         trackers = MultiTracker(tracker or LoggingTracker(), recorder)
         failed = True
         try:
             result = tune(engine, evaluator, benchmark, settings, space=space, tracker=trackers)
             results.append(result)
-            if recorder is not None:
+            if recorder is not None and role == "tune":
                 recorder.log_times(_time_split(engine, evaluator, benchmark))
             if result.best is not None:
                 outcome_model = QuantizedModel(
@@ -303,11 +315,11 @@ def quantize(
                     calibration_size=0 if approach == DYNAMIC else sampling_size,
                     info=_info(result),
                 )
-                if recorder is not None:
+                if recorder is not None and role != "worker":
                     recorder.publish(outcome_model, result, model, _eval_source(cfg, eval_func))
-            else:
+            elif role != "worker":
                 _keep_closest(engine, result, example, settings, sampling_size)
-            if recorder is not None:
+            if recorder is not None and role != "worker":
                 _log_report(recorder)
             failed = False
         finally:
@@ -349,13 +361,68 @@ def _log_report(recorder: Any) -> None:
         logger.warning("the HTML report was not logged: %s", e)
 
 
-def _mlflow_tracker(cfg: Config) -> Any:
+def _mlflow_tracker(cfg: Config, settings: TuneSettings, role: str = "tune") -> Any:
     """The MLflow tracker, unless ``tracking.enabled`` is false."""
     if not cfg.tracking.enabled:
         return None
     from inc_flow.tracking import MlflowTracker  # imports mlflow: only when tracking
 
-    return MlflowTracker(cfg)
+    if role == "tune":
+        return MlflowTracker(cfg)
+    recorder = MlflowTracker(cfg, role=role)
+    recorder.parent_id = _study_parent(settings, recorder, role)
+    return recorder
+
+
+def _study_parent(settings: TuneSettings, recorder: Any, role: str) -> str:
+    """The id of the study's one MLflow parent run, kept in the Optuna study (user attr
+    ``inc_flow.parent_run``). The worker whose ``create_study`` makes the study (the
+    database's unique study name decides: exactly one does) creates the parent run and
+    stores its id; the other workers wait for it. ``finalize`` reads it (or, for a study
+    tuned without workers, adopts or creates the parent itself: it runs once)."""
+    import optuna
+
+    from inc_flow.tuner import PARENT_ATTR, open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name, url = settings.study_name, settings.storage_url()
+    try:
+        storage = open_storage(url)
+        if role == "worker":
+            try:
+                study = optuna.create_study(
+                    storage=storage, study_name=name, directions=settings.directions()
+                )
+            except optuna.exceptions.DuplicatedStudyError:
+                pass
+            else:
+                parent = recorder.create_parent(name)
+                study.set_user_attr(PARENT_ATTR, parent)
+                logger.info("created study %s and its MLflow parent run %s", name, parent)
+                return parent
+        deadline = time.monotonic() + (PARENT_WAIT_S if role == "worker" else 0)
+        while True:
+            study = optuna.load_study(study_name=name, storage=storage)
+            parent = study.user_attrs.get(PARENT_ATTR)
+            if parent or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+    except KeyError as e:  # load_study: no such study
+        raise ConfigError(
+            "tuning.study_name", f"study {name!r} is not in {url}: run the workers first"
+        ) from e
+    if parent:
+        return str(parent)
+    if role == "finalize":
+        parent = recorder.create_parent(name)
+        study.set_user_attr(PARENT_ATTR, parent)
+        return parent
+    raise ConfigError(
+        "tuning.study_name",
+        f"study {name!r} in {url} has no MLflow parent run after {PARENT_WAIT_S} s: it was "
+        "made by a non-worker run, or its creating worker died before making the parent; "
+        "run `inc-flow finalize` once (it makes the parent) and start the workers again",
+    )
 
 
 def _bench_batch(cfg: Config, eval_dataloader: Any, example: Any) -> int:

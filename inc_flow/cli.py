@@ -1,6 +1,8 @@
 """``inc-flow``: the command line. The only module that prints tables or calls ``sys.exit``.
 
 inc-flow tune [CONFIG] [-o OUTPUT]     tune, save best_configure.yaml + weights
+inc-flow tune CONFIG --storage URL --worker   one of N workers of a study (no save/register)
+inc-flow finalize CONFIG --storage URL [-o OUTPUT]   after the workers: save, register once
 inc-flow check CONFIG                  validate a config, do no work
 inc-flow stats OUTPUT --config CONFIG  Mixed Precision Statistics of a saved model
 inc-flow report --experiment NAME [--run ID] -o FILE    HTML report of one study
@@ -31,11 +33,48 @@ def _setup_logging(level: str) -> None:
     root.propagate = False
 
 
-def _cmd_tune(args: argparse.Namespace) -> int:
-    from inc_flow.api import as_config, quantize
+def _config(args: argparse.Namespace):  # -> Config, with ``--storage`` applied
+    from dataclasses import replace
+
+    from inc_flow.api import as_config
+    from inc_flow.schema import Problems, check_storage
 
     cfg = as_config(args.config)
+    if getattr(args, "storage", None):
+        problems = Problems()
+        check_storage(problems, "--storage", args.storage)
+        problems.raise_if_any()
+        cfg = replace(cfg, tuning=replace(cfg.tuning, storage=args.storage))
+    return cfg
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from inc_flow.api import quantize
+
+    cfg = _config(args)
+    if args.worker:
+        outcome = quantize(cfg, role="worker")
+        n = len(outcome.result.records)
+        logging.getLogger("inc_flow").info(
+            "worker done: the study has %d trials; run `inc-flow finalize` once all workers "
+            "are done",
+            n,
+        )
+        return 0
     outcome = quantize(cfg)
+    if outcome.q_model is None:
+        return EXIT_NOT_FOUND
+    output = Path(args.output or Path("outputs") / cfg.model.name)
+    outcome.q_model.save(output)
+    logging.getLogger("inc_flow").info("saved best_configure.yaml and weights to %s", output)
+    return 0
+
+
+def _cmd_finalize(args: argparse.Namespace) -> int:
+    from inc_flow.api import quantize
+
+    cfg = _config(args)
+    outcome = quantize(cfg, role="finalize")
     if outcome.q_model is None:
         return EXIT_NOT_FOUND
     output = Path(args.output or Path("outputs") / cfg.model.name)
@@ -119,7 +158,23 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="tune and save the best int8 model")
     tune.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help="yaml config")
     tune.add_argument("-o", "--output", help="output directory (default outputs/<model.name>)")
+    storage_help = "Optuna storage URL, e.g. postgresql+psycopg2://host/optuna (tuning.storage)"
+    tune.add_argument("--storage", help=storage_help)
+    tune.add_argument(
+        "--worker",
+        action="store_true",
+        help="one of several workers of the study: run trials only; no output, no "
+        "registration (run `finalize` once afterwards)",
+    )
     tune.set_defaults(func=_cmd_tune)
+
+    fin = sub.add_parser(
+        "finalize", help="after the workers: save the best model, register it once, end the run"
+    )
+    fin.add_argument("config", help="yaml config (the workers' config)")
+    fin.add_argument("--storage", help=storage_help)
+    fin.add_argument("-o", "--output", help="output directory (default outputs/<model.name>)")
+    fin.set_defaults(func=_cmd_finalize)
 
     check = sub.add_parser("check", help="validate a config without doing any work")
     check.add_argument("config")

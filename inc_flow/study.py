@@ -97,6 +97,7 @@ class TuneSettings:
     workspace: str = "./nc_workspace"
     approach: str = "post_training_static_quant"
     backends: tuple[str, ...] = ("x86",)
+    new_trials: bool = True  # False: read the study, run no trial (``inc-flow finalize``)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (

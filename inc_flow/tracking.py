@@ -4,6 +4,10 @@ Child runs are opened when a trial starts (so a killed process leaves a RUNNING 
 next run of the study marks KILLED) and closed with the trial's plan as params, its scores
 as metrics, its state as tags, and its op statistics and plan as artifacts. Every child run
 has the same keys, so the MLflow UI's compare view lines trials up.
+
+Scale out (``role``): a ``worker`` logs its trials under a parent run made once for the study
+(:meth:`MlflowTracker.create_parent`, its id kept in the Optuna study) and leaves the parent's
+summary, registration and end to ``finalize``, run once after the workers.
 """
 
 from __future__ import annotations
@@ -100,15 +104,26 @@ class MlflowTracker:
     Args:
         cfg: the config (experiment name, tracking URI, the config logged as an artifact).
         uri: tracking URI; default ``MLFLOW_TRACKING_URI``, then ``tracking.uri``.
+        role: ``tune`` (one process does it all), ``worker`` (trials only: the parent run is
+            neither summarised nor ended) or ``finalize`` (no trials; summarises and ends).
+        parent_id: the study's parent run, made beforehand (``worker`` and ``finalize``).
     """
 
-    def __init__(self, cfg: Config, uri: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        uri: str | None = None,
+        *,
+        role: str = "tune",
+        parent_id: str | None = None,
+    ) -> None:
         self.cfg = cfg
         self.uri = uri or tracking_uri(cfg)
         if self.uri:
             mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient()
-        self.parent_id: str | None = None
+        self.role = role
+        self.parent_id: str | None = parent_id
         self.experiment_id: str | None = None
         self._owns_parent = False
         self._children: dict[int, str] = {}
@@ -119,7 +134,12 @@ class MlflowTracker:
     def study_started(self, info: StudyInfo) -> None:
         start = time.perf_counter()
         project_run = os.environ.get("MLFLOW_RUN_ID")
-        if project_run:  # `mlflow run`: the project run is the study's parent
+        if self.role != "tune":  # the parent made once for the study (create_parent)
+            assert self.parent_id, "a worker or finalize tracker needs the study's parent run"
+            self.experiment_id = self.client.get_run(self.parent_id).info.experiment_id
+            self._owns_parent = self.role == "finalize"
+            project_run = None
+        elif project_run:  # `mlflow run`: the project run is the study's parent
             run = self.client.get_run(project_run)
             self.parent_id, self.experiment_id = project_run, run.info.experiment_id
         else:
@@ -189,6 +209,19 @@ class MlflowTracker:
         for record in info.resumed:
             if str(record.number) not in logged:
                 self.trial_finished(record)
+
+    def create_parent(self, study: str) -> str:
+        """The study's parent run: the latest one tagged for ``study``, else a new one. Called
+        by the one process that created the Optuna study, so workers never race to make two."""
+        self.experiment_id = self._experiment()
+        existing = self._find_parent(study)
+        if existing is not None:
+            self.client.update_run(existing, status="RUNNING")
+            return existing
+        run = self.client.create_run(
+            self.experiment_id, run_name=study, tags={TAG_STUDY: study, TAG_ROLE: "study"}
+        )
+        return run.info.run_id
 
     def _experiment(self) -> str:
         env = os.environ.get("MLFLOW_EXPERIMENT_ID")
@@ -279,6 +312,8 @@ class MlflowTracker:
 
     # --- end -------------------------------------------------------------------------------
     def study_finished(self, result: TuneResult) -> None:
+        if self.role == "worker":  # the study's summary is finalize's
+            return
         start = time.perf_counter()
         parent = self.parent_id
         metrics: dict[str, Any] = {

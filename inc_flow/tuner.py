@@ -14,8 +14,11 @@ import math
 import os
 import socket
 import sys
+import threading
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,10 @@ CONSTRAINT = "accuracy"
 RECORD_ATTR, PHASE_ATTR, WORKER_ATTR = "inc_flow.record", "inc_flow.phase", "inc_flow.worker"
 BASELINE_ATTR, SENSITIVITY_ATTR = "inc_flow.baseline", "inc_flow.sensitivity"
 SPACE_ATTR = "inc_flow.space"
+PARENT_ATTR = "inc_flow.parent_run"  # study user attr: the MLflow parent run of the study
+# RDB heartbeat (server databases: PostgreSQL, MySQL): seconds between beats of a running
+# trial, and seconds without a beat after which another worker fails and retries it.
+HEARTBEAT_ENV, GRACE_ENV = "INC_FLOW_HEARTBEAT_S", "INC_FLOW_GRACE_S"
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -95,6 +102,68 @@ def _runs_here(trial: optuna.trial.FrozenTrial) -> bool:
     if host != socket.gethostname() or not pid.isdigit():
         return False
     return int(pid) != os.getpid() and _pid_alive(int(pid))
+
+
+def heartbeat_enabled(url: str) -> bool:
+    """Heartbeats for server databases; SQLite files (one machine) keep the host:pid check."""
+    return url != MEMORY_STORAGE and not url.startswith("sqlite")
+
+
+def open_storage(url: str) -> Any:
+    """The Optuna storage for ``url``: for a server database an ``RDBStorage`` with a heartbeat
+    and ``RetryHeartbeatStaleTrialCallback(max_retry=1)``, so that a trial of a dead worker is
+    failed and enqueued again (same params) for another worker; else the URL itself."""
+    if not heartbeat_enabled(url):
+        return url
+    interval = int(os.environ.get(HEARTBEAT_ENV, "10"))
+    grace = int(os.environ.get(GRACE_ENV, str(3 * interval)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+        for attempt in range(3):
+            try:
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=interval,
+                    grace_period=grace,
+                    heartbeat_stale_trial_callback=retry,
+                )
+            except Exception as e:  # noqa: BLE001 -- see below
+                # workers starting together on an empty database race to create Optuna's
+                # tables: the loser's CREATE fails; the tables exist a moment later
+                if attempt == 2 or "already exists" not in str(e):
+                    raise
+                logger.debug("Optuna tables created concurrently, retrying: %s", _why(e))
+                time.sleep(0.5 + attempt)
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def _heartbeat(storage: Any, trial_id: int) -> Iterator[None]:
+    """Record the trial's heartbeat every interval while the block runs (what
+    ``Study.optimize`` does; inc_flow asks and tells itself)."""
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception as e:  # noqa: BLE001 -- a lost beat: the next one may pass
+                logger.debug("heartbeat of trial id %s failed: %s", trial_id, e)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"inc_flow-heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def tune(
@@ -151,6 +220,7 @@ class _Tuning:
         self.stop_reason = ""
         self.waiting = False
         self.pending: set[Plan] = set()  # plans of trials running or queued (other workers)
+        self.heartbeat = heartbeat_enabled(self.storage_name)
 
     # --- setup ---------------------------------------------------------------------------
     def _open_study(self) -> optuna.Study:
@@ -164,6 +234,8 @@ class _Tuning:
         elif s.storage is None:
             Path(s.workspace).mkdir(parents=True, exist_ok=True)
         try:
+            if s.storage != MEMORY_STORAGE:
+                storage = open_storage(storage)
             study = optuna.create_study(
                 storage=storage,
                 sampler=sampler,
@@ -196,12 +268,40 @@ class _Tuning:
 
     def _fail_stale(self) -> tuple[int, ...]:
         running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        stale = tuple(t.number for t in running if _is_stale(t))
-        for number in stale:
-            self._tell(number, None, TrialState.FAIL)
+        if self.heartbeat:
+            # another worker's trial not yet named is its heartbeat's business, not ours
+            running = [t for t in running if WORKER_ATTR in t.user_attrs]
+        failed = []
+        for number in (t.number for t in running if _is_stale(t)):
+            try:
+                self._tell(number, None, TrialState.FAIL)
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):  # failed elsewhere
+                continue
+            failed.append(number)
+        stale = tuple(failed)
+        retry = self.heartbeat and self.settings.new_trials
+        callback = self.study._storage.get_heartbeat_stale_trial_callback() if retry else None
+        if callback is not None:  # the same retry as a heartbeat-stale trial gets
+            for number in stale:
+                callback(self.study, self.study.get_trials(deepcopy=True)[number])
         if stale:
             self._warn(f"trials {list(stale)} were left running by a stopped process: failed")
         return stale
+
+    def _fail_heartbeat_stale(self) -> None:
+        """Fail trials whose worker stopped beating; the storage's callback retries them."""
+        if self.heartbeat and self.settings.new_trials:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
+
+    def _dead(self) -> tuple[int, ...]:
+        """Failed trials with no record: their worker died (their MLflow runs are orphans)."""
+        return tuple(
+            t.number
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if RECORD_ATTR not in t.user_attrs
+        )
 
     def _baseline(self) -> tuple[float | None, float]:
         stored = self.study.user_attrs.get(BASELINE_ATTR)
@@ -306,13 +406,14 @@ class _Tuning:
             required_accuracy=self.required,
             ops=self.space.ops,
             resumed=tuple(self.records[n] for n in sorted(self.records)),
-            stale_trials=stale,
+            stale_trials=tuple(sorted(set(stale) | set(self._dead()))),
         )
         self.tracker.study_started(info)
         basic = s.strategy in ("basic", "multi_objective") and self.checked
         seeds = self.space.seeds(self._sensitivity, basic=basic)
         default = self.space.default_plan()
         while not self.stop_reason:
+            self._fail_heartbeat_stale()
             n_done = self._sync()
             if self.first_pass_wins and any(r.passed for r in self.records.values()):
                 self.stop_reason = "target met"
@@ -324,6 +425,8 @@ class _Tuning:
                 self.stop_reason = "timeout"
             elif len(self.evaluated) >= self.space.n_plans():
                 self.stop_reason = "space exhausted"
+            elif not s.new_trials:
+                self.stop_reason = "finalize"
             else:
                 if not self.waiting:  # enqueue seeds one at a time: later ones stay lazy
                     taken = self.evaluated.keys() | self.pending  # done, or running elsewhere
@@ -333,7 +436,8 @@ class _Tuning:
                         self.study.enqueue_trial(params, user_attrs={PHASE_ATTR: seed[0]})
                 trial = self.study.ask()
                 try:
-                    self._trial(trial)
+                    with _heartbeat(self.study._storage, trial._trial_id):
+                        self._trial(trial)
                 except optuna.exceptions.UpdateFinishedTrialError as e:
                     # SQLite lets two workers pop the same waiting trial now and then; the
                     # other worker finished it, and _sync picks its record up.
@@ -402,23 +506,29 @@ class _Tuning:
     ) -> None:
         """Tell Optuna ``source``'s outcome for ``record``, then store and track ``record``."""
         state, values = TrialState.FAIL, None
-        if source.state != "error" and source.accuracy is not None:
-            miss = shortfall(self.required, source.accuracy, self.settings.higher_is_better)
-            # a pruned trial is infeasible even if the evaluator's partial value is not
-            trial.set_constraint(
-                CONSTRAINT, max(miss, 1e-12) if source.state == "pruned" else miss
-            )
-        if source.state == "pruned":
-            state = TrialState.PRUNED
-        elif source.state != "error":
-            state, values = TrialState.COMPLETE, self._values(source)
         record = replace(
             record,
             calibration_passes=int(self.engine.calibration_passes),
             wall_time_s=time.perf_counter() - t0,
         )
-        trial.set_user_attr(RECORD_ATTR, record.to_dict())
-        self._tell(trial, values, state)
+        try:
+            if source.state != "error" and source.accuracy is not None:
+                miss = shortfall(self.required, source.accuracy, self.settings.higher_is_better)
+                # a pruned trial is infeasible even if the evaluator's partial value is not
+                trial.set_constraint(
+                    CONSTRAINT, max(miss, 1e-12) if source.state == "pruned" else miss
+                )
+            if source.state == "pruned":
+                state = TrialState.PRUNED
+            elif source.state != "error":
+                state, values = TrialState.COMPLETE, self._values(source)
+            trial.set_user_attr(RECORD_ATTR, record.to_dict())
+            self._tell(trial, values, state)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # another worker saw no heartbeat for the grace period, failed it and queued a
+            # retry, which will evaluate the plan again
+            self._warn(f"trial {trial.number} was failed by another worker (no heartbeat)")
+            return
         self._add(record)
         if record.passed and (
             self.best_number is None

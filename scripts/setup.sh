@@ -10,7 +10,8 @@ PYTHON="${PYTHON:-python3}"
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 
-apt_packages=(dataset-fashion-mnist chromium chromium-driver)  # chromium: dashboard tests
+# chromium: dashboard tests; postgresql: scale-out tests (they start their own cluster)
+apt_packages=(dataset-fashion-mnist chromium chromium-driver postgresql)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
