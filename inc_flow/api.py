@@ -16,6 +16,8 @@ New code can call :func:`quantize` (everything returned) or :func:`fit` (the mod
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -92,9 +94,6 @@ def study_name_for(cfg: Config, approach: str) -> str:
             if approach != DYNAMIC or cfg.quantization.approach != AUTO
             else f"{cfg.tuning.study_name}-dynamic"
         )
-    import hashlib
-    import json
-
     body = cfg.to_dict()
     body.pop("tracking", None)
     digest = hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:8]
@@ -328,7 +327,7 @@ def quantize(
         if outcome_model is not None:
             break
     result = results[-1]
-    _log_outcome(outcome_model, result)
+    _log_outcome(outcome_model)
     return Outcome(q_model=outcome_model, result=result, config=cfg, results=tuple(results))
 
 
@@ -481,9 +480,8 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _log_outcome(q_model: QuantizedModel | None, result: TuneResult) -> None:
+def _log_outcome(q_model: QuantizedModel | None) -> None:
     # The tuner has already logged its warnings (slower than fp32, accuracy not checked).
-    del result
     if q_model is None:
         logger.warning("Not found any quantized model that meets the accuracy target.")
         return

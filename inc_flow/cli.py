@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from inc_flow.errors import IncFlowError
 
@@ -62,11 +63,16 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         )
         return 0
     outcome = quantize(cfg)
+    return _save(outcome, cfg, args.output)
+
+
+def _save(outcome: Any, cfg: Any, output: str | None) -> int:
+    """Write the best model to ``output`` (default ``outputs/<model.name>``); the exit code."""
     if outcome.q_model is None:
         return EXIT_NOT_FOUND
-    output = Path(args.output or Path("outputs") / cfg.model.name)
-    outcome.q_model.save(output)
-    logging.getLogger("inc_flow").info("saved best_configure.yaml and weights to %s", output)
+    path = Path(output or Path("outputs") / cfg.model.name)
+    outcome.q_model.save(path)
+    logging.getLogger("inc_flow").info("saved best_configure.yaml and weights to %s", path)
     return 0
 
 
@@ -75,12 +81,7 @@ def _cmd_finalize(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     outcome = quantize(cfg, role="finalize")
-    if outcome.q_model is None:
-        return EXIT_NOT_FOUND
-    output = Path(args.output or Path("outputs") / cfg.model.name)
-    outcome.q_model.save(output)
-    logging.getLogger("inc_flow").info("saved best_configure.yaml and weights to %s", output)
-    return 0
+    return _save(outcome, cfg, args.output)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

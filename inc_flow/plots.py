@@ -12,28 +12,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display here or on CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 
-from inc_flow.study import TrialRecord, TuneResult  # noqa: E402
+from inc_flow.report import pareto_front  # noqa: E402
+from inc_flow.study import TuneResult  # noqa: E402
 
 logger = logging.getLogger("inc_flow")
 
 _COLORS = {"passed": "tab:green", "failed": "tab:red", "pruned": "tab:orange"}
-
-
-def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:
-    """Records not dominated in (higher accuracy, lower latency), sorted by latency."""
-    pts = [r for r in records if r.accuracy is not None and r.latency_ms is not None]
-    front = [
-        r
-        for r in pts
-        if not any(
-            o.accuracy >= r.accuracy
-            and o.latency_ms <= r.latency_ms
-            and (o.accuracy > r.accuracy or o.latency_ms < r.latency_ms)
-            for o in pts
-        )
-    ]
-    return sorted(front, key=lambda r: r.latency_ms)
 
 
 def study_plots(result: TuneResult, out_dir: Path) -> list[Path]:
@@ -67,11 +53,7 @@ def _history(result: TuneResult, path: Path) -> Path:
     ax.set_xlabel("trial")
     ax.set_ylabel("latency (ms)")
     ax.set_title("Optimization history (green: passed, red: missed the target)")
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(ax, path)
 
 
 def _accuracy_latency(result: TuneResult, path: Path) -> Path | None:
@@ -81,9 +63,11 @@ def _accuracy_latency(result: TuneResult, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in pts:
         ax.scatter(r.latency_ms, r.accuracy, color=_COLORS.get(r.state, "tab:gray"), s=25)
-    front = pareto_front(pts)
+    # Pruned accuracies are partial-evaluation values: only completed trials form the front.
+    completed = [r for r in pts if r.state in ("passed", "failed")]
+    front = pareto_front([{"accuracy": r.accuracy, "latency_ms": r.latency_ms} for r in completed])
     ax.plot(
-        [r.latency_ms for r in front], [r.accuracy for r in front], color="tab:blue", lw=1,
+        [p["latency_ms"] for p in front], [p["accuracy"] for p in front], color="tab:blue", lw=1,
         label="Pareto front",
     )  # fmt: skip
     ax.scatter(
@@ -95,10 +79,14 @@ def _accuracy_latency(result: TuneResult, path: Path) -> Path | None:
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("accuracy")
     ax.set_title("Accuracy x latency per trial")
+    return _save(ax, path)
+
+
+def _save(ax: Axes, path: Path) -> Path:
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    ax.figure.tight_layout()
+    ax.figure.savefig(path, dpi=90)
+    plt.close(ax.figure)
     return path
 
 
