@@ -16,6 +16,7 @@ New code can call :func:`quantize` (everything returned) or :func:`fit` (the mod
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -35,7 +36,7 @@ from inc_flow.data import build_dataloader, first_input
 from inc_flow.engine import Benchmark, Evaluator, FxEngine, batch_size_of
 from inc_flow.errors import ConfigError, DataError
 from inc_flow.io import QuantizedModel
-from inc_flow.metrics import apply_postprocess, build_metric
+from inc_flow.metrics import apply_postprocess, build_metric, wants_reference
 from inc_flow.modeling import build_model
 from inc_flow.space import SearchSpace
 from inc_flow.study import LoggingTracker, MultiTracker, Tracker, TuneResult, TuneSettings
@@ -260,6 +261,10 @@ def quantize(
             iteration=iteration,
             higher_is_better=higher,
         )
+        # compare_label false: fp32 outputs are the labels (a copy: the engine never
+        # touches it, whatever the user does with `model` afterwards).
+        if wants_reference(metric):
+            evaluator.reference = copy.deepcopy(model)
     example = _example_inputs(cfg, calib_dataloader, eval_dataloader)
     perf = cfg.evaluation.performance if cfg.evaluation is not None else None
     bench_batch = _bench_batch(cfg, eval_dataloader, example)

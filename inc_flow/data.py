@@ -23,7 +23,8 @@ from torchvision.transforms import Compose
 from torchvision.transforms import functional as tvf
 
 from inc_flow.common import DataLoader
-from inc_flow.errors import DataError
+from inc_flow.errors import ConfigError, DataError
+from inc_flow.modeling import import_factory
 from inc_flow.transforms import CenterCrop, Normalize, Resize, ToTensor
 
 DUMMY_SEED = 9527  # INC's dummy datasets seed numpy with 9527
@@ -318,12 +319,38 @@ class ImageFolder(torch.utils.data.Dataset):
         return image, label
 
 
-DATASET_CLASSES: Mapping[str, type] = {
+def custom_dataset(
+    factory: str, kwargs: Mapping[str, Any] | None = None, transform: Callable | None = None
+) -> torch.utils.data.Dataset:
+    """The ``custom`` dataset: ``factory(**kwargs)`` from your code (``"pkg.module:callable"``),
+    given ``transform=`` too when the dataloader has transforms. Anything with ``__len__`` and
+    ``__getitem__`` (a map-style dataset) is accepted."""
+    try:
+        build = import_factory(factory, "custom.factory")
+    except ConfigError as e:
+        raise DataError(f"custom dataset: {e}") from e
+    extra = {"transform": transform} if transform is not None else {}
+    try:
+        dataset = build(**dict(kwargs or {}), **extra)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - user code: say which factory failed
+        raise DataError(
+            f"custom dataset {factory!r} with {dict(kwargs or {})}: {type(e).__name__}: {e}"
+        ) from e
+    if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+        raise DataError(
+            f"custom dataset {factory!r} must return a map-style dataset (__len__ and "
+            f"__getitem__), got {type(dataset).__name__}"
+        )
+    return dataset
+
+
+DATASET_CLASSES: Mapping[str, Callable[..., Any]] = {
     "dummy": DummyDataset,
     "dummy_v2": DummyDatasetV2,
     "FashionMNIST": FashionMNIST,
     "MNIST": MNIST,
     "ImageFolder": ImageFolder,
+    "custom": custom_dataset,
 }
 TRANSFORM_CLASSES: Mapping[str, type] = {
     "ToTensor": ToTensor,

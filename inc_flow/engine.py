@@ -22,6 +22,7 @@ from torch import nn
 from inc_flow import fx
 from inc_flow.data import call_model, split_batch
 from inc_flow.errors import DataError, MetricError, QuantizationError
+from inc_flow.metrics import update_metric, wants_reference
 from inc_flow.plan import Plan
 from inc_flow.scoring import measure_latency
 from inc_flow.stats import op_counts, statistics_frame
@@ -208,6 +209,11 @@ class Evaluator:
     Exact early rejection: when the metric counts correct samples (``correct``/``count``,
     as TopK and Accuracy do), higher is better and the number of samples is known, the loop
     stops as soon as even all-correct remaining samples could not reach ``threshold``.
+
+    Metrics with ``compare_label`` False (``MSE``, ``CosineSimilarity``, ...) are given the
+    ``reference`` (fp32) model's outputs on the same batch as labels. They are computed on
+    the first evaluation and kept, so the eval dataloader must yield the same batches in the
+    same order every time (not shuffled).
     """
 
     def __init__(
@@ -228,6 +234,8 @@ class Evaluator:
         self.iteration = iteration
         self.higher_is_better = higher_is_better
         self.seconds = 0.0
+        self.reference: nn.Module | None = None
+        self._reference_outputs: list[Any] = []
 
     def total_samples(self) -> int | None:
         if self.dataloader is None:
@@ -266,15 +274,17 @@ class Evaluator:
             and hasattr(metric, "count")
         )
         seen = 0
+        use_reference = wants_reference(metric)
         with torch.no_grad():
             for i, batch in enumerate(self.dataloader):  # type: ignore[union-attr]
                 if self.iteration is not None and 0 < self.iteration <= i:
                     break
                 inputs, label = split_batch(batch)
                 out = call_model(model, inputs)
+                reference = self._reference_for(i, inputs, label) if use_reference else None
                 if self.postprocess is not None:
                     out, label = self.postprocess(out, label)
-                metric.update(out, label)
+                update_metric(metric, out, label, reference)
                 seen += batch_size_of(inputs)
                 # The bound assumes the metric counts samples (TopK, Accuracy on logits);
                 # element-wise Accuracy counts elements, so it never stops early.
@@ -289,6 +299,22 @@ class Evaluator:
                         )
         value = float(metric.result())
         return EvalOutcome(value=value, samples=seen, total=total if total else seen)
+
+    def _reference_for(self, index: int, inputs: Any, label: Any) -> Any:
+        """The fp32 model's (postprocessed) outputs on batch ``index``, computed once."""
+        if index < len(self._reference_outputs):
+            return self._reference_outputs[index]
+        if self.reference is None:
+            raise MetricError(
+                "the metric has compare_label false (it compares with the fp32 model's "
+                "outputs), but the evaluator has no fp32 reference model"
+            )
+        out = call_model(self.reference, inputs)
+        if self.postprocess is not None:
+            out, _ = self.postprocess(out, label)
+        if index == len(self._reference_outputs):
+            self._reference_outputs.append(out)
+        return out
 
 
 # --- latency ------------------------------------------------------------------------------

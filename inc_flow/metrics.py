@@ -224,6 +224,48 @@ class MAE(MSE):
         return diff.abs()
 
 
+class CosineSimilarity:
+    """inc_flow: mean cosine similarity between each sample's output and its label vector
+    (the last dimension is the vector; higher is better, 1.0 is identical direction).
+
+    Args:
+        compare_label: as for ``MSE``; the default False compares with the fp32 model's
+            outputs on the same inputs: agreement of int8 embeddings with fp32 embeddings.
+    """
+
+    higher_is_better = True
+
+    def __init__(self, compare_label: bool = False) -> None:
+        if not isinstance(compare_label, bool):
+            raise MetricError(f"`compare_label` must be a bool, got {compare_label!r}")
+        self.compare_label = compare_label
+        self.reset()
+
+    def reset(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def update(self, preds: Any, labels: Any) -> None:
+        for p, lab in _pairs(preds, labels):
+            if p.shape != lab.shape or p.dim() == 0:
+                raise MetricError(
+                    f"CosineSimilarity: preds of shape {_shape(p)} and labels of shape "
+                    f"{_shape(lab)} must have the same shape, with vectors in the last dim"
+                )
+            cos = torch.nn.functional.cosine_similarity(
+                p.to(torch.float64).reshape(-1, p.shape[-1]),
+                lab.to(torch.float64).reshape(-1, lab.shape[-1]),
+                dim=-1,
+            )
+            self.total += float(cos.sum())
+            self.count += cos.numel()
+
+    def result(self) -> float:
+        if self.count == 0:
+            raise _empty("CosineSimilarity")
+        return self.total / self.count
+
+
 class F1:
     """F1 score of class predictions, accumulated over all updates.
 
@@ -283,7 +325,35 @@ METRIC_CLASSES: Mapping[str, type] = {
     "RMSE": RMSE,
     "MAE": MAE,
     "F1": F1,
+    "CosineSimilarity": CosineSimilarity,
 }
+
+
+def wants_reference(metric: Any) -> bool:
+    """True when ``metric`` (or one metric of a MultiMetric) has ``compare_label`` False:
+    its labels are the fp32 model's outputs on the same inputs (INC's meaning)."""
+    metrics = getattr(metric, "metrics", None)
+    if isinstance(metrics, Mapping):
+        return any(wants_reference(m) for m in metrics.values())
+    return getattr(metric, "compare_label", True) is False
+
+
+def update_metric(metric: Any, preds: Any, labels: Any, reference: Any = None) -> None:
+    """``metric.update`` with the right labels: dataset ``labels``, or the fp32 ``reference``
+    outputs for metrics with ``compare_label`` False (per metric inside a MultiMetric)."""
+    metrics = getattr(metric, "metrics", None)
+    if isinstance(metric, MultiMetric) and isinstance(metrics, Mapping):
+        for m in metrics.values():
+            update_metric(m, preds, labels, reference)
+        return
+    if wants_reference(metric):
+        if reference is None:
+            raise MetricError(
+                f"{type(metric).__name__} with compare_label false compares with the fp32 "
+                "model's outputs, but no fp32 model was given to the evaluator"
+            )
+        labels = reference
+    metric.update(preds, labels)
 
 
 class MultiMetric:

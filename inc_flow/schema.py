@@ -91,6 +91,8 @@ DATASETS: dict[str, dict[str, Param]] = {
         "download": Param("no_download", False),
     },
     "ImageFolder": {"root": Param("dir")},
+    # inc_flow: a dataset from your own code, ``factory(**kwargs[, transform=...])``.
+    "custom": {"factory": Param("factory"), "kwargs": Param("mapping", {})},
 }
 TRANSFORMS: dict[str, dict[str, Param]] = {
     "ToTensor": {},
@@ -110,6 +112,8 @@ METRICS: dict[str, dict[str, Param]] = {
     "RMSE": _COMPARE_LABEL,
     "MAE": _COMPARE_LABEL,
     "F1": {},
+    # inc_flow: mean cosine similarity of outputs and labels (agreement with fp32 embeddings).
+    "CosineSimilarity": {"compare_label": Param("bool", False)},
 }
 POSTPROCESS: dict[str, dict[str, Param]] = {"LabelShift": {"label_shift": Param("int")}}
 SCALAR_PARAM = {"topk": "k", "LabelShift": "label_shift"}
@@ -569,6 +573,15 @@ def check_param(p: Problems, path: str, param: Param, value: Any) -> Any:
         if value is True:
             p.add(path, "downloads are not supported; point `root` at local IDX files")
         return value
+    if kind == "factory":
+        if isinstance(value, str) and value:
+            return check_factory(p, path, value)
+        return check_str(p, path, value)
+    if kind == "mapping":
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            p.add(path, f"must be a mapping of keyword arguments, got {show(value)}")
+            return {}
+        return dict(value)
     if kind in ("floats", "nonzero_floats"):
         return check_floats(p, path, value, nonzero=kind == "nonzero_floats")
     if kind == "float_or_list":
