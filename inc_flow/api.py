@@ -492,6 +492,13 @@ def _log_outcome(q_model: QuantizedModel | None) -> None:
         return
     for line in q_model.statistics_lines():
         logger.info(line)
+    fallbacks = q_model.plan.fp32_ops
+    logger.info(
+        "fp32 fallbacks (%d of %d ops): %s",
+        len(fallbacks),
+        len(q_model.plan.ops),
+        ", ".join(fallbacks) if fallbacks else "none",
+    )
 
 
 def fit(model: nn.Module, conf: Any = None, **kwargs: Any) -> QuantizedModel | None:
