@@ -17,6 +17,7 @@ import contextlib
 import copy
 import io
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -467,6 +468,7 @@ def rebuild(
             except Exception:  # noqa: BLE001 - shape-less models still convert below
                 pass
     model = convert(prepared.eval() if plan.approach == QAT else prepared, plan)
+    state_dict = packed_state_dict(state_dict)
     with quiet():
         expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
@@ -488,6 +490,65 @@ def rebuild(
     with quiet():
         model.load_state_dict(state_dict)
     return model.eval()
+
+
+# Dynamic int8 RNNs (nn.LSTM / nn.GRU) keep each layer's weights in a TorchScript
+# CellParamsBase object, which torch.load(weights_only=True) refuses. On disk each one becomes
+# plain entries under its key: ``<key>.w_ih`` / ``.w_hh`` (int8 tensors), ``.b_ih`` /
+# ``.b_hh`` and ``.reduce_range``; loading packs them back with torch's own operators.
+_CELL_PARTS = ("w_ih", "w_hh", "b_ih", "b_hh", "reduce_range")
+
+
+def _like(state: dict[str, Any]) -> dict[str, Any]:
+    """An empty state dict carrying ``state``'s ``_metadata`` (the modules' format versions,
+    which quantized modules need to read their entries)."""
+    out: dict[str, Any] = OrderedDict()
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:
+        out._metadata = metadata  # type: ignore[attr-defined]
+    return out
+
+
+def plain_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with every dynamic-RNN cell-params object unpacked into plain tensors."""
+    out = _like(state)
+    for key, value in state.items():
+        if not isinstance(value, torch.ScriptObject) or not key.endswith(".param"):
+            out[key] = value
+            continue
+        (kind, tensors, _doubles, longs, packed), _cls = value.__getstate__()
+        if kind != "quantized_dynamic" or len(packed) != 2 or len(tensors) != 2:
+            raise QuantizationError(f"cannot save {key}: unsupported RNN cell params {kind!r}")
+        # torch packs each weight with its bias (b_ih, b_hh), as in ao.nn.quantized.dynamic.LSTM
+        w_ih, _ = torch.ops.quantized.linear_unpack(packed[0])
+        w_hh, _ = torch.ops.quantized.linear_unpack(packed[1])
+        parts = (w_ih, w_hh, tensors[0], tensors[1], torch.tensor(bool(longs[0])))
+        out.update({f"{key}.{name}": v for name, v in zip(_CELL_PARTS, parts, strict=True)})
+    return out
+
+
+def packed_state_dict(state: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`plain_state_dict`: cell-params objects rebuilt from tensors."""
+    out = _like(state)
+    cells: dict[str, dict[str, Any]] = {}
+    for key, value in state.items():
+        base, _, name = key.rpartition(".")
+        if name in _CELL_PARTS and base.endswith(".param"):
+            cells.setdefault(base, {})[name] = value
+        else:
+            out[key] = value
+    for base, parts in cells.items():
+        if set(parts) != set(_CELL_PARTS):
+            out.update({f"{base}.{n}": v for n, v in parts.items()})  # reported as unexpected
+            continue
+        out[base] = torch.ops.quantized.make_quantized_cell_params_dynamic(
+            torch.ops.quantized.linear_prepack(parts["w_ih"], parts["b_ih"]),
+            torch.ops.quantized.linear_prepack(parts["w_hh"], parts["b_hh"]),
+            parts["b_ih"],
+            parts["b_hh"],
+            bool(parts["reduce_range"]),
+        )
+    return out
 
 
 def _shape(value: Any) -> Any:

@@ -111,7 +111,7 @@ class QuantizedModel:
             text = yaml.safe_dump(self.configure(), sort_keys=False)
             (out / CONFIGURE_FILE).write_text(text)
             with fx.quiet():
-                torch.save(self.model.state_dict(), out / WEIGHTS_FILE)
+                torch.save(fx.plain_state_dict(self.model.state_dict()), out / WEIGHTS_FILE)
         except OSError as e:
             raise SaveLoadError(f"cannot write the output directory {str(out)!r}: {e}") from e
         return out

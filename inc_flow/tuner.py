@@ -45,6 +45,8 @@ from inc_flow.study import (
 )
 from inc_flow.study import EvalOutcome as EvalOutcome  # re-exported: the evaluator's result
 
+ALL_FP32 = "every op is fp32: that is the fp32 model, not an int8 one (not evaluated)"
+
 logger = logging.getLogger("inc_flow")
 
 CONSTRAINT = "accuracy"
@@ -468,6 +470,10 @@ class _Tuning:
                 eval_samples=0,
             )
             return self._report(trial, record, prev, None, t0)
+        if plan.ops and not plan.int8_ops:
+            # The fp32 model itself: the baseline already measured it, and it is no answer.
+            record = replace(base, failure_reason=ALL_FP32)
+            return self._report(trial, record, record, None, t0)
         try:
             model = self.engine.build(plan)
             size = int(self.engine.model_size(model))

@@ -14,6 +14,7 @@ import pytest
 from inc_flow.plan import Plan
 from inc_flow.space import SearchSpace
 from inc_flow.tuner import (
+    ALL_FP32,
     EvalOutcome,
     StudyInfo,
     TrialRecord,
@@ -326,7 +327,10 @@ def test_duplicate_plans_are_not_evaluated_again() -> None:
     result, _, _ = run({}, engine=engine, space=tiny, strategy="random", timeout=60, max_trials=20)
     dups = [r for r in result.records if r.state == "duplicate"]
     assert dups and result.n_duplicates == len(dups)
-    assert len(engine.builds) == len(set(engine.builds)) == len(result.records) - len(dups)
+    fp32 = [r for r in result.records if r.failure_reason == ALL_FP32]
+    assert len(fp32) <= 1  # the all-fp32 plan is never built; its repeats are duplicates
+    built = len(result.records) - len(dups) - len(fp32)
+    assert len(engine.builds) == len(set(engine.builds)) == built
     original = {r.number: r for r in result.records}[dups[0].duplicate_of]
     assert (dups[0].plan, dups[0].accuracy) == (original.plan, original.accuracy)
 
@@ -337,7 +341,10 @@ def test_exhaustive_covers_a_tiny_space_once() -> None:
     result, _, _ = run({}, engine=engine, space=tiny, strategy="exhaustive", max_trials=50)
     assert result.stop_reason == "space exhausted"
     assert {r.plan for r in result.records} == {tiny.plan_from_params(p) for p in _params(tiny)}
-    assert result.n_duplicates == 0 and len(engine.builds) == tiny.n_plans() == 8
+    assert result.n_duplicates == 0 and tiny.n_plans() == 8
+    assert len(engine.builds) == 7  # all but the all-fp32 plan, which is the fp32 model
+    (fp32,) = [r for r in result.records if not r.plan.int8_ops]
+    assert fp32.state == "error" and fp32.failure_reason == ALL_FP32 and fp32.accuracy is None
 
 
 def _params(space: SearchSpace) -> list[dict]:
