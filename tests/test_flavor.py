@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -65,6 +66,34 @@ class TinyNet(nn.Module):
 """
 
 
+MULTI_FACTORY = f"{TOY_PACKAGE}.multi:build"
+MULTI_NAME = "toy-multi-int8"
+MULTI_SOURCE = """
+import torch
+from torch import nn
+
+
+class TwoInputNet(nn.Module):
+    \"\"\"Token ids (int64 [N, 6]) and features (float32 [N, 3]) -> 4 scores.\"\"\"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(50, 8, mode="mean")
+        self.fc1 = nn.Linear(8 + 3, 16)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, token_ids, features):
+        h = torch.cat([self.bag(token_ids), features], dim=1)
+        return self.fc2(torch.relu(self.fc1(h)))
+
+
+def build():
+    import packaging  # noqa: F401 - an extra requirement, found by reading this module
+
+    return TwoInputNet()
+"""
+
+
 # --- fixtures ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
@@ -84,6 +113,24 @@ def toy(tmp_path_factory):
         fx.calibrate(prepared, [x], 8, lambda m, b: (m(b), b.shape[0])[1])
         q = QuantizedModel(fx.convert(prepared, plan), plan, (x,), calibration_size=8)
         yield SimpleNamespace(q=q, package=root / TOY_PACKAGE, example=x.numpy())
+
+
+@pytest.fixture(scope="module")
+def multi(toy):
+    """A dynamic int8 two-input model (int64 token ids + float32 features) in the toy
+    package."""
+    (toy.package / "multi.py").write_text(MULTI_SOURCE)
+    torch.manual_seed(0)
+    model = build_model(MULTI_FACTORY)
+    x = (torch.randint(0, 50, (8, 6)), torch.randn(8, 3))
+    plan = default_plan(fx.list_ops(model, fx.DYNAMIC), approach=fx.DYNAMIC, backend="x86")
+    q = QuantizedModel(fx.convert(fx.prepare(model, plan, x), plan), plan, x)
+    return SimpleNamespace(q=q, ids=x[0].numpy(), features=x[1].numpy())
+
+
+def _multi_outputs(multi, ids: np.ndarray, features: np.ndarray) -> np.ndarray:
+    with torch.no_grad(), fx.quiet():
+        return multi.q.model(torch.from_numpy(ids), torch.from_numpy(features)).numpy()
 
 
 @pytest.fixture(scope="session")
@@ -315,6 +362,106 @@ def test_registry_pyfunc_rejects_a_wrong_shape(toy):
     assert e.value.error_code == "INVALID_PARAMETER_VALUE"
 
 
+# --- several inputs ------------------------------------------------------------------------
+def test_multi_input_model_from_the_registry(multi):
+    """Named int64 + float32 inputs: signature, sidecar format 2, requirements, registry
+    round trip with a dict, and bad inputs refused naming the input."""
+    with mlflow.start_run():
+        info = flavor.log_model(multi.q, MULTI_FACTORY, extra_pip=["pyyaml>=6"])
+    _register_as(MULTI_NAME, info.model_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{MULTI_NAME}@champion")
+    ids, features = multi.ids[:5], multi.features[:5]
+    out = model.predict({"token_ids": ids, "features": features})
+    assert out.shape == (5, 4) and np.array_equal(out, _multi_outputs(multi, ids, features))
+    with torch.no_grad(), fx.quiet():  # the int8 module itself, as rebuilt by the loader
+        raw = model.get_raw_model()(torch.from_numpy(ids), torch.from_numpy(features))
+    assert np.array_equal(raw.numpy(), out)
+
+    ids_spec, features_spec = model.metadata.signature.inputs.inputs
+    assert (ids_spec.name, ids_spec.type, ids_spec.shape) == ("token_ids", np.int64, (-1, 6))
+    assert (features_spec.name, features_spec.type, features_spec.shape) == (
+        "features",
+        np.float32,
+        (-1, 3),
+    )
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    side = yaml.safe_load((local / "data" / flavor.DATA_DIR / flavor.SIDECAR_FILE).read_text())
+    assert side["format_version"] == 2 and "input" not in side
+    assert side["inputs"] == [
+        {"name": "token_ids", "shape": [6], "dtype": "int64"},
+        {"name": "features", "shape": [3], "dtype": "float32"},
+    ]
+    reqs = (local / "requirements.txt").read_text().split()
+    assert f"packaging=={importlib.metadata.version('packaging')}" in reqs  # read, not given
+    assert "pyyaml>=6" in reqs and not [r for r in reqs if r.startswith("pyyaml==")]
+    assert flavor.factory_requirements(MULTI_FACTORY) == [
+        f"packaging=={importlib.metadata.version('packaging')}"
+    ]
+    example = json.loads((local / "serving_input_example.json").read_text())
+    assert set(example["inputs"]) == {"token_ids", "features"}
+
+    with pytest.raises(flavor.InvalidInputError, match="batch sizes differ") as e:
+        model.predict({"token_ids": ids, "features": features[:2]})
+    assert "'token_ids': 5, 'features': 2" in e.value.message
+    with pytest.raises(MlflowException, match=r"missing inputs \['features'\]") as e:
+        model.predict({"token_ids": ids})  # MLflow's schema enforcement comes first
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def _register_as(name: str, uri: str):
+    return flavor.register(
+        uri, name, SCORES, TAGS, eval_data="d", criterion="c", meets_target=True
+    )
+
+
+DROP = object()  # in a change: remove the input
+
+
+@pytest.mark.parametrize(
+    ("bad", "what"),
+    [
+        ({"features": DROP}, r"input\(s\) \['features'\] missing"),
+        ({"ids": np.zeros((2, 6), np.int64)}, r"unknown input\(s\) \['ids'\]"),
+        ({"token_ids": np.zeros((2, 6))}, "input 'token_ids': .*dtype float64"),
+        ({"token_ids": np.zeros((2, 6), np.uint64)}, "input 'token_ids': .*dtype uint64"),
+        ({"features": np.zeros((2, 3), np.float64)}, "input 'features': .*dtype float64"),
+        ({"features": np.zeros((2, 4), np.float32)}, r"input 'features': .*shape \(2, 4\)"),
+        ({"token_ids": [["a"] * 6] * 2}, "input 'token_ids': .*non-numeric"),
+        ({"features": "abc"}, "input 'features': .*got str"),
+        ({"features": np.zeros((3, 3), np.float32)}, "batch sizes differ"),
+        ([np.zeros((2, 6), np.int64)], r"list of 1 items, not the 2 inputs"),
+        (np.zeros((2, 6), np.int64), "got ndarray"),
+    ],
+)
+def test_bad_multi_inputs_name_the_input(multi, tmp_path, bad, what):
+    multi.q.save(tmp_path / "data")
+    side = {
+        "format_version": 2,
+        "factory": MULTI_FACTORY,
+        "inputs": [
+            {"name": "token_ids", "shape": [6], "dtype": "int64"},
+            {"name": "features", "shape": [3], "dtype": "float32"},
+        ],
+    }
+    (tmp_path / "data" / flavor.SIDECAR_FILE).write_text(yaml.safe_dump(side))
+    pyfunc = flavor._load_pyfunc(str(tmp_path / "data"))
+    good = {"token_ids": multi.ids[:2], "features": multi.features[:2]}
+    if isinstance(bad, dict):
+        bad = {k: v for k, v in {**good, **bad}.items() if v is not DROP}
+    with pytest.raises(flavor.InvalidInputError, match=what) as e:
+        pyfunc.predict(bad)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "'token_ids': an int64 array of shape (-1, 6)" in e.value.message  # what it takes
+
+    expected = _multi_outputs(multi, good["token_ids"], good["features"])
+    assert np.array_equal(pyfunc.predict(good), expected)
+    assert np.array_equal(pyfunc.predict([good["token_ids"], good["features"]]), expected)
+    as_lists = {"token_ids": good["token_ids"].tolist(), "features": good["features"].tolist()}
+    assert np.array_equal(pyfunc.predict(as_lists), expected)
+    int32 = {**good, "token_ids": good["token_ids"].astype(np.int32)}  # converts losslessly
+    assert np.array_equal(pyfunc.predict(int32), expected)
+
+
 # --- the registry --------------------------------------------------------------------------
 def test_champion_moves_only_to_a_better_version(toy):
     uri = _log(toy).model_uri
@@ -438,3 +585,17 @@ def test_sidecar_format_is_checked(tmp_path):
     )
     with pytest.raises(SaveLoadError, match="malformed"):
         flavor.read_sidecar(tmp_path)
+    two = [
+        {"name": "x", "shape": [2], "dtype": "int64"},
+        {"name": "m", "shape": [], "dtype": "bool"},
+    ]
+    side = {"format_version": 2, "factory": "a.b:C", "inputs": two}
+    (tmp_path / flavor.SIDECAR_FILE).write_text(yaml.safe_dump(side))
+    assert flavor.read_sidecar(tmp_path)["inputs"] == [
+        flavor.InputSpec("x", np.dtype(np.int64), (2,)),
+        flavor.InputSpec("m", np.dtype(bool), ()),
+    ]
+    for inputs, what in (([two[0], two[0]], "unique"), ([{**two[0], "dtype": "str"}], "dtypes")):
+        (tmp_path / flavor.SIDECAR_FILE).write_text(yaml.safe_dump({**side, "inputs": inputs}))
+        with pytest.raises(SaveLoadError, match=f"malformed.*{what}"):
+            flavor.read_sidecar(tmp_path)

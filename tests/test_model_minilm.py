@@ -8,6 +8,8 @@ import copy
 import sys
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -153,7 +155,7 @@ def test_tuned_model_meets_the_target_and_reloads_exactly(
     0.01 target takes 42 trials)."""
     monkeypatch.chdir(ROOT)
     conf = yaml.safe_load((ROOT / "conf" / "minilm_dynamic.yaml").read_text())
-    assert conf["model"]["framework"] == "pytorch" and conf["tracking"] == {"enabled": False}
+    assert conf["model"]["framework"] == "pytorch" and conf["tracking"]["enabled"] is True
     conf["tuning"]["workspace"]["path"] = str(tmp_path / "ws")
     conf["tuning"]["exit_policy"]["max_trials"] = 2
     conf["tuning"]["accuracy_criterion"] = {"relative": 1.0 - TARGET}
@@ -177,4 +179,12 @@ def test_tuned_model_meets_the_target_and_reloads_exactly(
     q.save(tmp_path / "out")
     loaded = load(tmp_path / "out", copy.deepcopy(fp32))
     with torch.no_grad():
-        assert torch.equal(loaded(*eval_batch), q.model(*eval_batch))
+        expected = q.model(*eval_batch)
+        assert torch.equal(loaded(*eval_batch), expected)
+    # tracking is on: the registered champion serves the same embeddings from named inputs
+    served = mlflow.pyfunc.load_model(
+        f"models:/{conf['tracking']['registered_model_name']}@champion"
+    )
+    ids, mask = (t.numpy() for t in eval_batch)
+    out = served.predict({"input_ids": ids, "attention_mask": mask})
+    assert np.array_equal(out, expected.numpy())
