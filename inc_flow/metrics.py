@@ -62,7 +62,11 @@ class TopK:
 
     def update(self, preds: Any, labels: Any) -> None:
         scores, targets = _scores_and_targets(preds, labels)
-        top = scores.topk(min(self.k, scores.shape[1]), dim=1).indices
+        # A stable sort breaks ties towards the lower class index, as argmax does; the order
+        # of torch.topk among equal scores is unspecified. int8 logits tie often (coarse
+        # output scale): 2% of test images for the 28x28 MobileNetV2.
+        k = min(self.k, scores.shape[1])
+        top = scores.sort(dim=1, descending=True, stable=True).indices[:, :k]
         self.correct += int((top == targets.unsqueeze(1)).any(dim=1).sum())
         self.count += scores.shape[0]
 

@@ -192,8 +192,24 @@ class Plan:
             raise ValueError(
                 f"`format_version` must be {PLAN_FORMAT_VERSION}, got format_version={version!r}"
             )
+        ops = tuple(OpPlan.from_dict(op) for op in data.get("ops", []))
+        # An fp32 op is stored as {dtype: fp32} only. Give it the observer settings of the
+        # plan's int8 ops back (what SearchSpace.canonical gave it when tuning), so that
+        # calibration_plan() -- and with it the global qconfig and the prepared model that
+        # load() rebuilds -- is the one tuning used. Without this a plan whose first op is
+        # fp32 prepares with per_channel defaults and convert_fx refuses it ("Expected global
+        # qconfigs to be the same in the prepare and convert quantization configs").
+        ref = next((op for op in ops if op.quantized), None)
+        if ref is not None:
+            same = {
+                "act_algorithm": ref.act_algorithm,
+                "act_scheme": ref.act_scheme,
+                "weight_granularity": ref.weight_granularity,
+                "weight_scheme": ref.weight_scheme,
+            }
+            ops = tuple(op if op.quantized else replace(op, **same) for op in ops)
         return cls(
-            ops=tuple(OpPlan.from_dict(op) for op in data.get("ops", [])),
+            ops=ops,
             approach=data.get("approach", "post_training_static_quant"),
             backend=data.get("backend", "x86"),
             framework=data.get("framework", "pytorch_fx"),

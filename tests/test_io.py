@@ -17,11 +17,14 @@ from inc_flow.plan import Plan, default_plan
 from tests.test_fx import TinyNet
 
 
-def _quantized(approach: str = fx.STATIC, backend: str = "x86", fallback=()) -> QuantizedModel:
+def _quantized(
+    approach: str = fx.STATIC, backend: str = "x86", fallback=(), **settings
+) -> QuantizedModel:
     torch.manual_seed(0)
     model = TinyNet().eval()
     x = torch.randn(4, 1, 20, 20)
-    plan = default_plan(fx.list_ops(model, approach), approach=approach, backend=backend)
+    ops = fx.list_ops(model, approach)
+    plan = default_plan(ops, approach=approach, backend=backend, **settings)
     plan = plan.with_fallback(set(fallback))
     prepared = fx.prepare(model, plan.calibration_plan(), (x,))
     fx.calibrate(prepared, [x], 4, lambda m, b: (m(b), b.shape[0])[1])
@@ -29,16 +32,20 @@ def _quantized(approach: str = fx.STATIC, backend: str = "x86", fallback=()) -> 
 
 
 @pytest.mark.parametrize(
-    ("approach", "backend", "fallback"),
+    ("approach", "backend", "fallback", "settings"),
     [
-        (fx.STATIC, "x86", ()),
-        (fx.STATIC, "onednn", ("conv2",)),
-        (fx.STATIC, "fbgemm", ("fc2",)),
-        (fx.DYNAMIC, "x86", ("fc1",)),
+        (fx.STATIC, "x86", (), {}),
+        (fx.STATIC, "onednn", ("conv2",), {}),
+        (fx.STATIC, "fbgemm", ("fc2",), {}),
+        (fx.DYNAMIC, "x86", ("fc1",), {}),
+        # the first op fp32 under non-default observers: the file stores it as {dtype: fp32},
+        # and load must still prepare with the plan's per-tensor / kl settings
+        (fx.STATIC, "x86", ("conv1",), {"weight_granularity": "per_tensor"}),
+        (fx.STATIC, "x86", ("conv1",), {"act_algorithm": "kl"}),
     ],
 )
-def test_save_then_load_gives_identical_outputs(tmp_path, approach, backend, fallback):
-    q = _quantized(approach, backend, fallback)
+def test_save_then_load_gives_identical_outputs(tmp_path, approach, backend, fallback, settings):
+    q = _quantized(approach, backend, fallback, **settings)
     q.save(tmp_path)
     assert (tmp_path / CONFIGURE_FILE).is_file() and (tmp_path / WEIGHTS_FILE).is_file()
     torch.manual_seed(0)

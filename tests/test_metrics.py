@@ -222,3 +222,15 @@ def test_label_shift_postprocess():
         apply_postprocess([("Squeeze", {})], out, None)
     with pytest.raises(MetricError, match="label_shift"):
         apply_postprocess([("LabelShift", {"label_shift": 0.5})], out, 1)
+
+
+def test_topk_breaks_ties_towards_the_lower_class_as_argmax_does():
+    # int8 logits tie often; torch.topk's order among equal scores is unspecified
+    scores = torch.zeros(64, 10)
+    scores[:, 3] = scores[:, 7] = 1.0  # classes 3 and 7 tie for the top score
+    top1 = TopK(1)
+    top1.update(scores, torch.full((64,), 3))
+    assert top1.result() == 1.0 and (scores.argmax(1) == 3).all()
+    top2 = TopK(2)
+    top2.update(scores, torch.full((64,), 7))
+    assert top2.result() == 1.0
