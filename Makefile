@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= conf/lenet_static.yaml
 
-.PHONY: setup run mlflow-run ui serve test test-fast lint bench
+.PHONY: setup run mlflow-run ui serve test test-fast lint bench bench-models
 
 setup:
 	bash scripts/setup.sh
@@ -34,3 +34,6 @@ lint: setup
 bench: setup
 	$(PY) benchmarks/bench_tuning.py
 	$(PY) benchmarks/bench_tracking.py
+
+bench-models: setup  # every example model; trains missing checkpoints; rewrites README's table
+	$(PY) benchmarks/bench_models.py --train
