@@ -88,6 +88,7 @@ class Result:
     skipped: str = ""
     approach: str = ""
     metric: str = ""
+    eval_n: int | None = None  # samples the metric saw
     fp32: float | None = None
     all_int8: str = "-"
     int8: float | None = None
@@ -186,6 +187,7 @@ def bench(subject: Subject, args: argparse.Namespace) -> Result:
         return result
     plan = outcome.q_model.plan
     result.int8, result.fallbacks, result.n_ops = r.best.accuracy, _fallbacks(plan), len(plan.ops)
+    result.eval_n = r.best.eval_total or None
     result.batch = int(cfg.evaluation.performance.dataloader.batch_size)
     loader = build_dataloader(cfg.evaluation.accuracy.dataloader)
     example, _ = split_batch(next(iter(loader)))
@@ -210,9 +212,9 @@ def _num(value: float | None, spec: str = ".4f") -> str:
 
 def table(results: list[Result]) -> list[str]:
     lines = [
-        "| model | approach | metric | fp32 | all-int8 | tuned int8 | drop | fp32 fallbacks "
-        "| trials | tuning wall time | fp32 latency b1 / bN | int8 latency b1 / bN "
-        "| speed-up b1 | speed-up bN |",
+        "| model | approach | metric (eval samples) | fp32 | all-int8 | tuned int8 | drop "
+        "| fp32 fallbacks | trials | tuning wall time | fp32 latency b1 / bN "
+        "| int8 latency b1 / bN | speed-up b1 | speed-up bN |",
         "|" + "---|" * 14,
     ]
     for r in results:
@@ -226,8 +228,9 @@ def table(results: list[Result]) -> list[str]:
         fp32, int8 = r.rows
         drop = (r.fp32 - r.int8) / r.fp32 if r.fp32 else None
         lines.append(
-            f"| {r.subject.name} | {r.approach} | {r.metric} | {_num(r.fp32)} | {r.all_int8} "
-            f"| {_num(r.int8)} | {_num(None if drop is None else 100 * drop, '.2f')} % "
+            f"| {r.subject.name} | {r.approach} | {r.metric} ({r.eval_n}) | {_num(r.fp32)} "
+            f"| {r.all_int8} | {_num(r.int8)} "
+            f"| {_num(None if drop is None else 100 * drop, '.2f')} % "
             f"| {r.fallbacks} (of {r.n_ops}) | {r.trials} | {r.wall_s:.1f} s "
             f"| {fp32.latency_b1:.3f} / {fp32.latency_bn:.2f} ms (b{r.batch}) "
             f"| {int8.latency_b1:.3f} / {int8.latency_bn:.2f} ms "
