@@ -160,7 +160,9 @@ def test_a_killed_workers_trial_is_retried_by_the_other(servers, tmp_path):
     assert len(retries) == 1, "the killed trial was not retried"
     retry = retries[0]
     assert retry.state == TrialState.COMPLETE
-    assert retry.params == killed[0].params
+    # the retry repeats every choice the killed trial had made (a kill between Optuna's
+    # ask and the end of the plan's suggestions leaves only the first few recorded)
+    assert killed[0].params.items() <= retry.params.items(), (killed[0].params, retry.params)
     assert retry.user_attrs[WORKER_ATTR].endswith(f":{survivor.pid}")
     records = [TrialRecord.from_dict(t.user_attrs[RECORD_ATTR]) for t in trials if t != killed[0]]
     plans = [r.plan for r in records if r.state != "duplicate"]
