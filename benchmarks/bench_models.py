@@ -43,7 +43,7 @@ for path in (ROOT, ROOT / "benchmarks"):  # `python benchmarks/bench_models.py` 
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from bench_tuning import NOISE_NOTE, Row, measure_rows, quiet  # noqa: E402
+from bench_tuning import NOISE_NOTE, Row, measure_rows, quiet, trial_lines  # noqa: E402
 
 from inc_flow.api import Outcome, quantize  # noqa: E402
 from inc_flow.config import Config  # noqa: E402
@@ -146,19 +146,6 @@ def _fallbacks(plan: Any) -> str:
     return f"{len(fp32)} ops: " + ", ".join(f"`{name}`" for name in fp32[:3]) + ", ..."
 
 
-def _trial_lines(name: str, outcome: Outcome) -> list[str]:
-    r = outcome.result
-    lines = [f"{name}: baseline {r.baseline_accuracy:.4f}, need >= {r.required_accuracy:.4f}"]
-    for rec in r.records:
-        acc = "-" if rec.accuracy is None else f"{rec.accuracy:.4f}"
-        lat = "-" if rec.latency_ms is None else f"{rec.latency_ms:.2f} ms"
-        lines.append(
-            f"  #{rec.number} {rec.state:8} {rec.phase:14} {acc} {lat} {rec.plan.summary()}"
-        )
-    lines.append(f"  stop: {r.stop_reason}; {r.n_trials} trials, {r.wall_time_s:.1f} s")
-    return lines
-
-
 def bench(subject: Subject, args: argparse.Namespace) -> Result:
     cfg = _config(subject, args)
     metric = cfg.evaluation.accuracy.metric
@@ -180,7 +167,8 @@ def bench(subject: Subject, args: argparse.Namespace) -> Result:
     r = outcome.result
     result.fp32, result.trials, result.wall_s = r.baseline_accuracy, r.n_trials, r.wall_time_s
     result.all_int8 = _all_int8(outcome)
-    result.log = tuple(_trial_lines(subject.name, outcome))
+    # every SUBJECTS config states a relative target
+    result.log = tuple(trial_lines(subject.name, cfg.tuning.accuracy_criterion.relative, outcome))
     print("\n".join(result.log), flush=True)
     if outcome.q_model is None:
         result.skipped = f"no plan met the target ({r.stop_reason})"

@@ -184,18 +184,17 @@ def _pairs(preds: Any, labels: Any) -> list[tuple[Tensor, Tensor]]:
     return [(_tensor(preds, "preds"), _tensor(labels, "labels"))]
 
 
-class MSE:
-    """INC ``MSE``: mean over all elements of ``(preds - labels) ** 2``.
-
-    Args:
-        compare_label: INC's switch. True: ``labels`` are the dataset labels. False: the
-            data has no usable labels and the evaluator passes the fp32 model's outputs on
-            the same inputs as ``labels``; the arithmetic is the same either way.
-    """
+class _Averaged:
+    """A mean of per-element (or per-sample) values, with INC's ``compare_label`` switch:
+    True compares with the dataset labels, False with the fp32 model's outputs on the same
+    inputs (the evaluator passes those as ``labels``); None takes the class default."""
 
     higher_is_better = False
+    compare_label_default = True
 
-    def __init__(self, compare_label: bool = True) -> None:
+    def __init__(self, compare_label: bool | None = None) -> None:
+        if compare_label is None:
+            compare_label = self.compare_label_default
         if not isinstance(compare_label, bool):
             raise MetricError(f"`compare_label` must be a bool, got {compare_label!r}")
         self.compare_label = compare_label
@@ -204,6 +203,21 @@ class MSE:
     def reset(self) -> None:
         self.total = 0.0
         self.count = 0
+
+    def result(self) -> float:
+        if self.count == 0:
+            raise _empty(type(self).__name__)
+        return self.total / self.count
+
+
+class MSE(_Averaged):
+    """INC ``MSE``: mean over all elements of ``(preds - labels) ** 2``.
+
+    Args:
+        compare_label: INC's switch. True: ``labels`` are the dataset labels. False: the
+            data has no usable labels and the evaluator passes the fp32 model's outputs on
+            the same inputs as ``labels``; the arithmetic is the same either way.
+    """
 
     def _error(self, diff: Tensor) -> Tensor:
         return diff.square()
@@ -221,11 +235,6 @@ class MSE:
             self.total += float(self._error(diff).sum())
             self.count += diff.numel()
 
-    def result(self) -> float:
-        if self.count == 0:
-            raise _empty(type(self).__name__)
-        return self.total / self.count
-
 
 class RMSE(MSE):
     """INC ``RMSE``: the square root of ``MSE``."""
@@ -241,7 +250,7 @@ class MAE(MSE):
         return diff.abs()
 
 
-class CosineSimilarity:
+class CosineSimilarity(_Averaged):
     """inc_flow: mean cosine similarity between each sample's output and its label vector
     (the last dimension is the vector; higher is better, 1.0 is identical direction).
 
@@ -251,16 +260,7 @@ class CosineSimilarity:
     """
 
     higher_is_better = True
-
-    def __init__(self, compare_label: bool = False) -> None:
-        if not isinstance(compare_label, bool):
-            raise MetricError(f"`compare_label` must be a bool, got {compare_label!r}")
-        self.compare_label = compare_label
-        self.reset()
-
-    def reset(self) -> None:
-        self.total = 0.0
-        self.count = 0
+    compare_label_default = False
 
     def update(self, preds: Any, labels: Any) -> None:
         for p, lab in _pairs(preds, labels):
@@ -276,11 +276,6 @@ class CosineSimilarity:
             )
             self.total += float(cos.sum())
             self.count += cos.numel()
-
-    def result(self) -> float:
-        if self.count == 0:
-            raise _empty("CosineSimilarity")
-        return self.total / self.count
 
 
 class F1:

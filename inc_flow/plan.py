@@ -62,6 +62,15 @@ class OpPlan:
     def quantized(self) -> bool:
         return self.dtype == "int8"
 
+    def settings(self) -> dict[str, str]:
+        """The observer fields by name: what ``replace(other_op, **settings)`` copies."""
+        return {
+            "act_algorithm": self.act_algorithm,
+            "act_scheme": self.act_scheme,
+            "weight_granularity": self.weight_granularity,
+            "weight_scheme": self.weight_scheme,
+        }
+
     @property
     def observer_key(self) -> tuple[str, str, str, str]:
         """The observer setting; plans sharing it per op share one calibration."""
@@ -201,13 +210,7 @@ class Plan:
         # qconfigs to be the same in the prepare and convert quantization configs").
         ref = next((op for op in ops if op.quantized), None)
         if ref is not None:
-            same = {
-                "act_algorithm": ref.act_algorithm,
-                "act_scheme": ref.act_scheme,
-                "weight_granularity": ref.weight_granularity,
-                "weight_scheme": ref.weight_scheme,
-            }
-            ops = tuple(op if op.quantized else replace(op, **same) for op in ops)
+            ops = tuple(op if op.quantized else replace(op, **ref.settings()) for op in ops)
         return cls(
             ops=ops,
             approach=data.get("approach", "post_training_static_quant"),

@@ -208,12 +208,7 @@ class SearchSpace:
             plan = replace(plan, backend=self.backends[0])
         else:
             ref = first
-        settings = {
-            "act_algorithm": ref.act_algorithm,
-            "act_scheme": ref.act_scheme,
-            "weight_granularity": ref.weight_granularity,
-            "weight_scheme": ref.weight_scheme,
-        }
+        settings = ref.settings()
         return replace(plan, ops=tuple(replace(op, **settings) for op in plan.ops))
 
     def _default_op_settings(self) -> OpPlan:

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -30,6 +29,7 @@ from inc_flow.errors import IncFlowError, SaveLoadError
 from inc_flow.io import QuantizedModel, load
 from inc_flow.modeling import build_model
 from inc_flow.plan import default_plan
+from tests.helpers.http import free_port, post_json
 
 pytestmark = [
     # SQLAlchemy 2.1 deprecates a loader strategy MLflow's SQL store still configures.
@@ -494,28 +494,13 @@ def test_register_names_missing_scores():
 
 
 # --- serving -------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post(url: str, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_good_and_bad_requests(toy, store, tmp_path, record_property):
     info = _log(toy)
     _register(info.model_uri, latency_ms=2.0)
     elsewhere = tmp_path / "elsewhere"  # neither the repository nor the toy package is here
     elsewhere.mkdir()
-    port = _free_port()
+    port = free_port()
     venv_bin = Path(sys.executable).parent
     env = {
         **os.environ,
@@ -550,19 +535,20 @@ def test_mlflow_models_serve_answers_good_and_bad_requests(toy, store, tmp_path,
 
         x = np.random.default_rng(1).standard_normal((3, *SHAPE), dtype=np.float32)
         good = json.dumps({"inputs": x.tolist()}).encode()
-        status, body = _post(f"{base}/invocations", good)
+        status, body = post_json(f"{base}/invocations", good)
         assert status == 200, body
         # float32 -> JSON -> float32 is exact both ways
         assert np.array_equal(np.array(body["predictions"], np.float32), _int8_outputs(toy.q, x))
 
-        status, body = _post(f"{base}/invocations", json.dumps({"inputs": [[1.0, 2.0]]}).encode())
+        bad = json.dumps({"inputs": [[1.0, 2.0]]}).encode()
+        status, body = post_json(f"{base}/invocations", bad)
         assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE", body
         assert "(-1, 1, 20, 20)" in body["message"]
-        status, body = _post(f"{base}/invocations", good)
+        status, body = post_json(f"{base}/invocations", good)
         assert status == 200, body  # still serving
-        status, body = _post(f"{base}/invocations", b'{"inputs": [[1, 2')
+        status, body = post_json(f"{base}/invocations", b'{"inputs": [[1, 2')
         assert status == 400, body
-        assert _post(f"{base}/invocations", good)[0] == 200
+        assert post_json(f"{base}/invocations", good)[0] == 200
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:

@@ -13,11 +13,8 @@ import json
 import logging
 import os
 import pickle
-import socket
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -34,6 +31,7 @@ from inc_flow.io import CONFIGURE_FILE, WEIGHTS_FILE, QuantizedModel
 from inc_flow.modeling import build_model, import_factory
 from inc_flow.plan import default_plan
 from inc_flow.study import LoggingTracker
+from tests.helpers.http import free_port, post_json
 from tests.helpers.stores import mlflow_template, prepare_mlflow
 from tests.helpers.toy import SHAPE, SleepyNet
 
@@ -193,25 +191,6 @@ def test_a_factory_that_raises_is_a_config_error(factory):
 
 
 # --- serving --------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _post(url: str, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        text = e.read()
-        try:
-            return e.code, json.loads(text or b"{}")
-        except ValueError:
-            return e.code, {"body": text[:200]}
-
-
 @pytest.mark.slow
 def test_serving_answers_wrong_dtypes_and_malformed_bodies_with_400(
     tmp_path, tmp_path_factory, mlflow_tracking, monkeypatch
@@ -233,7 +212,7 @@ def test_serving_answers_wrong_dtypes_and_malformed_bodies_with_400(
     monkeypatch.delenv(_MLFLOW_IS_IN_SERVING_ENVIRONMENT.name, raising=False)  # init sets it
     monkeypatch.setattr(sys, "path", sys.path[:])  # load_model prepends the model's code dir
     app = scoring_server.init(mlflow.pyfunc.load_model(info.model_uri))
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -246,7 +225,7 @@ def test_serving_answers_wrong_dtypes_and_malformed_bodies_with_400(
 
         x = np.random.default_rng(1).standard_normal((2, *SHAPE), dtype=np.float32)
         good = json.dumps({"inputs": x.tolist()}).encode()
-        status, body = _post(f"{base}/invocations", good)
+        status, body = post_json(f"{base}/invocations", good)
         assert status == 200, body
         expected = q.model(torch.from_numpy(x)).numpy()
         assert np.allclose(np.array(body["predictions"], np.float32), expected, atol=1e-6)
@@ -254,7 +233,7 @@ def test_serving_answers_wrong_dtypes_and_malformed_bodies_with_400(
         # JSON has numbers, not dtypes: integers are numbers, cast to the signature's float32
         # by MLflow (so are true/false, before the model sees them: not checked here)
         shaped = np.zeros((2, *SHAPE))
-        status, body = _post(
+        status, body = post_json(
             f"{base}/invocations", json.dumps({"inputs": shaped.astype(int).tolist()}).encode()
         )
         zeros = q.model(torch.zeros(2, *SHAPE)).numpy()
@@ -268,10 +247,10 @@ def test_serving_answers_wrong_dtypes_and_malformed_bodies_with_400(
         }
         raw_bodies = {"empty": b"", "not utf-8": b"\xff\xfe{", "not json": b"{inputs: x}"}
         bodies = {k: json.dumps(v).encode() for k, v in bad.items()} | raw_bodies
-        answers = {what: _post(f"{base}/invocations", body) for what, body in bodies.items()}
+        answers = {what: post_json(f"{base}/invocations", body) for what, body in bodies.items()}
         statuses = {what: status for what, (status, _) in answers.items()}
         assert statuses == dict.fromkeys(bodies, 400), answers
-        assert _post(f"{base}/invocations", good)[0] == 200  # still serving
+        assert post_json(f"{base}/invocations", good)[0] == 200  # still serving
     finally:
         server.should_exit = True
         thread.join(timeout=15)
