@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
 
     from inc_flow.api import MultiTracker, as_config, quantize
-    from inc_flow.study import LoggingTracker
-    from inc_flow.tracking import MlflowTracker
+    from inc_flow.record.tracking import MlflowTracker
+    from inc_flow.search.records import LoggingTracker
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"

@@ -1,5 +1,5 @@
 """Study dashboards built from the MLflow record: one HTML report per study, and a
-comparison across studies. Rows come from :mod:`inc_flow.report`; this package draws."""
+comparison across studies. Rows come from :mod:`inc_flow.record.rows`; this package draws."""
 
 from dashboards.report import (
     ARTIFACT,

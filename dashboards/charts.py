@@ -1,4 +1,4 @@
-"""Charts for the dashboards, drawn from :mod:`inc_flow.report` rows as inline SVG strings.
+"""Charts for the dashboards, drawn from :mod:`inc_flow.record.rows` rows as inline SVG strings.
 
 Matplotlib's object API only (no pyplot state, Agg-safe on machines without a display);
 text stays text (``svg.fonttype: none``) and ids are salted per figure, so several charts

@@ -1,6 +1,6 @@
 """Study report and study comparison as single, self-contained HTML files.
 
-Rows come from :mod:`inc_flow.report`; this module only lays them out. Styles are inline and
+Rows come from :mod:`inc_flow.record.rows`; this module only lays them out. Styles are inline and
 plots are inline SVG, so a file opens offline, from an e-mail or inside the MLflow UI's
 artifact viewer: nothing is fetched at view time and there is no JavaScript.
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from dashboards import charts
-from inc_flow import report
-from inc_flow.report import StudyRuns
+from inc_flow.record import rows as report
+from inc_flow.record.rows import StudyRuns
 
 ARTIFACT = "report.html"  # the report's name on the parent run
 

@@ -24,8 +24,8 @@ _LAZY = {
     "Quantization": ("inc_flow.api", "Quantization"),
     "quantize": ("inc_flow.api", "quantize"),
     "fit": ("inc_flow.api", "fit"),
-    "QuantizedModel": ("inc_flow.io", "QuantizedModel"),
-    "load": ("inc_flow.io", "load"),
+    "QuantizedModel": ("inc_flow.model.output", "QuantizedModel"),
+    "load": ("inc_flow.model.output", "load"),
 }
 
 

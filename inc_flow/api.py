@@ -31,16 +31,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from inc_flow.config import Config
-from inc_flow.data import build_dataloader, first_input
-from inc_flow.engine import Benchmark, Evaluator, FxEngine, batch_size_of
+from inc_flow.config.sections import Config
+from inc_flow.data.datasets import build_dataloader, first_input
 from inc_flow.errors import ConfigError, DataError
-from inc_flow.io import QuantizedModel
-from inc_flow.metrics import apply_postprocess, build_metric, wants_reference
-from inc_flow.modeling import build_model
-from inc_flow.space import SearchSpace
-from inc_flow.study import LoggingTracker, MultiTracker, Tracker, TuneResult, TuneSettings
-from inc_flow.tuner import tune
+from inc_flow.metrics.builtin import apply_postprocess, build_metric, wants_reference
+from inc_flow.model.factory import build_model
+from inc_flow.model.output import QuantizedModel
+from inc_flow.quant.engine import Benchmark, Evaluator, FxEngine, batch_size_of
+from inc_flow.search.loop import tune
+from inc_flow.search.records import LoggingTracker, MultiTracker, Tracker, TuneResult, TuneSettings
+from inc_flow.search.space import SearchSpace
 
 logger = logging.getLogger("inc_flow")
 
@@ -369,7 +369,7 @@ def _mlflow_tracker(cfg: Config, settings: TuneSettings, role: str = "tune") -> 
     """The MLflow tracker, unless ``tracking.enabled`` is false."""
     if not cfg.tracking.enabled:
         return None
-    from inc_flow.tracking import MlflowTracker  # imports mlflow: only when tracking
+    from inc_flow.record.tracking import MlflowTracker  # imports mlflow: only when tracking
 
     if role == "tune":
         return MlflowTracker(cfg)
@@ -386,7 +386,7 @@ def _study_parent(settings: TuneSettings, recorder: Any, role: str) -> str:
     tuned without workers, adopts or creates the parent itself: it runs once)."""
     import optuna
 
-    from inc_flow.tuner import PARENT_ATTR, open_storage
+    from inc_flow.search.loop import PARENT_ATTR, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name, url = settings.study_name, settings.storage_url()
@@ -510,7 +510,7 @@ class Quantization:
     """INC 1.x's ``neural_compressor.experimental.Quantization`` for PyTorch.
 
     Args:
-        conf_fname_or_obj: a yaml path, a dict, or a :class:`~inc_flow.config.Config`.
+        conf_fname_or_obj: a yaml path, a dict, or a :class:`~inc_flow.config.sections.Config`.
     """
 
     def __init__(self, conf_fname_or_obj: Any = None) -> None:

@@ -38,7 +38,7 @@ def _config(args: argparse.Namespace):  # -> Config, with ``--storage`` applied
     from dataclasses import replace
 
     from inc_flow.api import as_config
-    from inc_flow.schema import Problems, check_storage
+    from inc_flow.config.checks import Problems, check_storage
 
     cfg = as_config(args.config)
     if getattr(args, "storage", None):
@@ -85,7 +85,7 @@ def _cmd_finalize(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from inc_flow.config import Config
+    from inc_flow.config.sections import Config
 
     cfg = Config.from_yaml(args.config)
     print(f"{args.config}: OK ({cfg.model.name}, {cfg.quantization.approach})")
@@ -95,11 +95,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from inc_flow import fx
     from inc_flow.api import as_config
-    from inc_flow.io import load, plan_from_configure, read_configure
-    from inc_flow.modeling import build_model
-    from inc_flow.stats import format_statistics, statistics_frame
+    from inc_flow.model.factory import build_model
+    from inc_flow.model.output import load, plan_from_configure, read_configure
+    from inc_flow.quant import graph as fx
+    from inc_flow.quant.stats import format_statistics, statistics_frame
 
     cfg = as_config(args.config)
     if not cfg.model.factory:

@@ -21,7 +21,7 @@ import torch
 from mlflow import MlflowClient
 
 from inc_flow.cli import main as cli_main
-from inc_flow.config import Config
+from inc_flow.config.sections import Config
 from inc_flow.errors import ConfigError
 
 CORPUS = Path(__file__).resolve().parent / "bad_configs"

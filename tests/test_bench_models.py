@@ -15,7 +15,7 @@ from bench_tuning import Row  # noqa: E402
 
 
 def test_every_subject_has_a_config_that_parses():
-    from inc_flow.config import Config
+    from inc_flow.config.sections import Config
 
     for subject in bench_models.SUBJECTS.values():
         cfg = Config.from_yaml(ROOT / subject.conf)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from inc_flow.config import (
+from inc_flow.config.sections import (
     AccuracyCriterion,
     Config,
     DataloaderConfig,
@@ -638,5 +638,5 @@ def test_op_space_of_an_empty_config_is_open():
 
 # --- boundaries ----------------------------------------------------------------------------
 def test_import_does_not_import_torch():
-    code = "import inc_flow.config, sys; assert 'torch' not in sys.modules"
+    code = "import inc_flow.config.sections, sys; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

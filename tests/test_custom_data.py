@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from inc_flow import quantize
-from inc_flow.config import Config
-from inc_flow.engine import Evaluator
+from inc_flow.config.sections import Config
 from inc_flow.errors import ConfigError, MetricError
-from inc_flow.metrics import MSE, CosineSimilarity, MultiMetric, TopK, build_metric
+from inc_flow.metrics.builtin import MSE, CosineSimilarity, MultiMetric, TopK, build_metric
+from inc_flow.quant.engine import Evaluator
 from tests.helpers import custom_data
 
 FACTORY = "tests.helpers.custom_data:blobs"

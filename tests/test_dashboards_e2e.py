@@ -28,7 +28,7 @@ import pytest
 from mlflow import MlflowClient
 
 from dashboards import log_report, write_comparison
-from inc_flow import report
+from inc_flow.record import rows as report
 from tests.test_report import _tiny
 
 CHROMIUM = shutil.which("chromium")

@@ -24,11 +24,12 @@ import torch
 import yaml
 from mlflow.exceptions import MlflowException
 
-from inc_flow import flavor, fx
 from inc_flow.errors import IncFlowError, SaveLoadError
-from inc_flow.io import QuantizedModel, load
-from inc_flow.modeling import build_model
-from inc_flow.plan import default_plan
+from inc_flow.model import pyfunc as flavor
+from inc_flow.model.factory import build_model
+from inc_flow.model.output import QuantizedModel, load
+from inc_flow.quant import graph as fx
+from inc_flow.search.plan import default_plan
 from tests.helpers.http import free_port, post_json
 
 pytestmark = [
@@ -264,7 +265,7 @@ def test_logged_model_ships_code_sidecar_and_exact_requirements(toy):
     local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
     assert sorted(p.name for p in (local / "code").iterdir()) == ["inc_flow", TOY_PACKAGE]
     assert (local / "code" / TOY_PACKAGE / "net.py").read_text() == TOY_SOURCE
-    assert (local / "code" / "inc_flow" / "flavor.py").is_file()
+    assert (local / "code" / "inc_flow" / "model" / "pyfunc.py").is_file()
     data = local / "data" / flavor.DATA_DIR
     assert {p.name for p in data.iterdir()} == {
         "best_configure.yaml",
@@ -281,7 +282,7 @@ def test_logged_model_ships_code_sidecar_and_exact_requirements(toy):
     assert f"torch=={torch.__version__.split('+')[0]}" in reqs
     assert all("==" in r for r in reqs), reqs
     mlmodel = yaml.safe_load((local / "MLmodel").read_text())
-    assert mlmodel["flavors"]["python_function"]["loader_module"] == "inc_flow.flavor"
+    assert mlmodel["flavors"]["python_function"]["loader_module"] == "inc_flow.model.pyfunc"
 
 
 def test_log_model_from_an_output_directory(toy, tmp_path):

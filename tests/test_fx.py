@@ -8,10 +8,10 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from inc_flow import fx
 from inc_flow.errors import QuantizationError
-from inc_flow.plan import OpPlan, Plan, default_plan
-from inc_flow.stats import op_counts, statistics_frame
+from inc_flow.quant import graph as fx
+from inc_flow.quant.stats import op_counts, statistics_frame
+from inc_flow.search.plan import OpPlan, Plan, default_plan
 
 BACKENDS = ["x86", "onednn", "fbgemm"]
 STATIC, DYNAMIC, QAT = fx.STATIC, fx.DYNAMIC, fx.QAT

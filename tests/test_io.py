@@ -10,10 +10,10 @@ import torch
 import yaml
 from torch import nn
 
-from inc_flow import fx
 from inc_flow.errors import SaveLoadError
-from inc_flow.io import CONFIGURE_FILE, WEIGHTS_FILE, QuantizedModel, load, read_weights
-from inc_flow.plan import Plan, default_plan
+from inc_flow.model.output import CONFIGURE_FILE, WEIGHTS_FILE, QuantizedModel, load, read_weights
+from inc_flow.quant import graph as fx
+from inc_flow.search.plan import Plan, default_plan
 from tests.test_fx import TinyNet
 
 

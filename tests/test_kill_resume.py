@@ -14,8 +14,8 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from inc_flow.study import TrialRecord
-from inc_flow.tuner import RECORD_ATTR
+from inc_flow.search.loop import RECORD_ATTR
+from inc_flow.search.records import TrialRecord
 from tests.helpers.stores import (
     kill_group,
     mlflow_template,

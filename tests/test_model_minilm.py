@@ -26,11 +26,12 @@ from examples.minilm.model import (  # noqa: E402
     load_minilm,
     reference_encoder,
 )
-from inc_flow import common, fx, load, quantize  # noqa: E402
-from inc_flow.data import call_model, split_batch  # noqa: E402
+from inc_flow import common, load, quantize  # noqa: E402
+from inc_flow.data.datasets import call_model, split_batch  # noqa: E402
 from inc_flow.errors import ConfigError  # noqa: E402
-from inc_flow.modeling import build_model  # noqa: E402
-from inc_flow.plan import default_plan  # noqa: E402
+from inc_flow.model.factory import build_model  # noqa: E402
+from inc_flow.quant import graph as fx  # noqa: E402
+from inc_flow.search.plan import default_plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DYNAMIC_LINEAR = torch.ao.nn.quantized.dynamic.Linear

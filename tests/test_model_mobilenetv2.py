@@ -31,11 +31,12 @@ from examples.mobilenetv2.model import (
     load_mobilenetv2,
 )
 from examples.mobilenetv2.train import recalibrate_batchnorm, train_model
-from inc_flow import fx, load, quantize
+from inc_flow import load, quantize
 from inc_flow.common import DataLoader
-from inc_flow.data import FashionMNIST, Normalize
+from inc_flow.data.datasets import FashionMNIST, Normalize
 from inc_flow.errors import ConfigError
-from inc_flow.io import CONFIGURE_FILE
+from inc_flow.model.output import CONFIGURE_FILE
+from inc_flow.quant import graph as fx
 
 ROOT = Path(__file__).resolve().parents[1]
 FMNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -1,4 +1,4 @@
-"""Dashboard rows as data (inc_flow.report), the HTML they render into, the CLI.
+"""Dashboard rows as data (inc_flow.record.rows), the HTML they render into, the CLI.
 
 Most tests build the ``search_runs`` frame by hand; the ``toy`` fixture tunes two tiny
 studies for real, to pin the report to what the tracker actually writes.
@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from dashboards import comparison_html, log_report, study_html, write_report
-from inc_flow import report
 from inc_flow.cli import main
 from inc_flow.errors import IncFlowError
-from inc_flow.report import StudyRuns
+from inc_flow.record import rows as report
+from inc_flow.record.rows import StudyRuns
 from tests.test_fx import TinyNet
 
 # --- a hand-built MLflow record ---------------------------------------------------------

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from inc_flow.scoring import (
+from inc_flow.search.accuracy import (
     LatencyResult,
     absolute_drop,
     measure_latency,

@@ -23,14 +23,16 @@ import pytest
 import torch
 import yaml
 
-from inc_flow import flavor, fx, load, quantize
+from inc_flow import load, quantize
 from inc_flow.cli import main as cli_main
-from inc_flow.config import Config
+from inc_flow.config.sections import Config
 from inc_flow.errors import ConfigError, SaveLoadError
-from inc_flow.io import CONFIGURE_FILE, WEIGHTS_FILE, QuantizedModel
-from inc_flow.modeling import build_model, import_factory
-from inc_flow.plan import default_plan
-from inc_flow.study import LoggingTracker
+from inc_flow.model import pyfunc as flavor
+from inc_flow.model.factory import build_model, import_factory
+from inc_flow.model.output import CONFIGURE_FILE, WEIGHTS_FILE, QuantizedModel
+from inc_flow.quant import graph as fx
+from inc_flow.search.plan import default_plan
+from inc_flow.search.records import LoggingTracker
 from tests.helpers.http import free_port, post_json
 from tests.helpers.stores import mlflow_template, prepare_mlflow
 from tests.helpers.toy import SHAPE, SleepyNet

@@ -7,7 +7,7 @@ import itertools
 import optuna
 import pytest
 
-from inc_flow.space import SearchSpace
+from inc_flow.search.space import SearchSpace
 
 OPS = [("conv1", "Conv2d"), ("conv2", "Conv2d"), ("fc1", "Linear"), ("add", "add")]
 DYNAMIC = "post_training_dynamic_quant"

@@ -15,10 +15,17 @@ import yaml
 from mlflow import MlflowClient
 
 from inc_flow import quantize
-from inc_flow.config import Config
-from inc_flow.plan import default_plan
-from inc_flow.study import StudyInfo, TuneSettings
-from inc_flow.tracking import TAG_ROLE, TAG_STUDY, TAG_TRIAL, MlflowTracker, plan_params, safe_key
+from inc_flow.config.sections import Config
+from inc_flow.record.tracking import (
+    TAG_ROLE,
+    TAG_STUDY,
+    TAG_TRIAL,
+    MlflowTracker,
+    plan_params,
+    safe_key,
+)
+from inc_flow.search.plan import default_plan
+from inc_flow.search.records import StudyInfo, TuneSettings
 from tests.test_fx import TinyNet
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,9 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from inc_flow.plan import Plan
-from inc_flow.space import SearchSpace
-from inc_flow.tuner import (
+from inc_flow.search.loop import (
     ALL_FP32,
     EvalOutcome,
     StudyInfo,
@@ -22,6 +20,8 @@ from inc_flow.tuner import (
     TuneSettings,
     tune,
 )
+from inc_flow.search.plan import Plan
+from inc_flow.search.space import SearchSpace
 
 OPS = [
     ("conv1", "Conv2d"),

@@ -23,7 +23,7 @@ any one of them fp32. ``conf/minilm_dynamic.yaml`` uses ``framework: pytorch`` (
   object is not subscriptable``. transformers 5.x no longer ships its own FX tracer
   (``transformers.utils.fx`` is gone), so that route is closed.
 * With ``framework: pytorch_fx`` inc_flow's sub-module fallback
-  (``inc_flow.fx.trace_targets``) traces ``bert.embeddings`` (no Linear) and, per layer,
+  (``inc_flow.quant.graph.trace_targets``) traces ``bert.embeddings`` (no Linear) and, per layer,
   ``attention.output``, ``intermediate`` and ``output`` as FX graphs, and quantizes
   ``attention.self.query`` / ``key`` / ``value`` as eager Linear leaves. It works: the same 36
   ops, per-Linear fp32 fallback included (``tests/test_model_minilm.py``).

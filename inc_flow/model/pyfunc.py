@@ -5,7 +5,7 @@
 and output specs, thread count), and logs it as a pyfunc whose loader module is this one. The
 factory's top-level package and the ``inc_flow`` package travel as ``code_paths``, so the model
 loads where neither is installed. MLflow calls :func:`_load_pyfunc`, which rebuilds the fp32
-architecture from the factory and the int8 model with :func:`inc_flow.io.load`: predictions
+architecture from the factory and the int8 model with `inc_flow.load`: predictions
 are the int8 model's outputs, bit for bit. No pickles, no TorchScript.
 
 Inputs. A model of one float32 input has an unnamed tensor signature and ``predict`` takes the
@@ -60,15 +60,23 @@ from mlflow.protos.databricks_pb2 import (
 )
 from mlflow.types.schema import Schema, TensorSpec
 
-from inc_flow import fx
 from inc_flow.errors import IncFlowError, SaveLoadError
-from inc_flow.io import CONFIGURE_FILE, WEIGHTS_FILE, QuantizedModel, load, read_configure
-from inc_flow.modeling import build_model, import_factory
+from inc_flow.model.factory import build_model, import_factory
+from inc_flow.model.output import (
+    CONFIGURE_FILE,
+    WEIGHTS_FILE,
+    QuantizedModel,
+    load,
+    read_configure,
+)
+from inc_flow.quant import graph as fx
 
 logger = logging.getLogger("inc_flow")
 
 LOADER_MODULE = __name__  # "inc_flow.flavor"
-PACKAGE_DIR = Path(__file__).resolve().parent  # shipped, so the loader needs no install
+PACKAGE_DIR = (
+    Path(__file__).resolve().parents[1]
+)  # inc_flow/: shipped, so the loader needs no install
 SIDECAR_FILE = "inc_flow_model.yaml"
 # 1: one unnamed float32 input (`input: {shape, dtype}`); 2: named inputs (`inputs: [...]`).
 # log_model writes 1 whenever it suffices, so older loaders still read those models.
@@ -530,7 +538,7 @@ def log_model(
     infer_pip: bool = True,
     input_names: Sequence[str] | None = None,
 ) -> ModelInfo:
-    """Log the int8 model as an MLflow pyfunc (loader ``inc_flow.flavor``) in the active run.
+    """Log the int8 model as an MLflow pyfunc (loader ``inc_flow.model.pyfunc``) in the active run.
 
     The staged model is loaded back and run on the example before anything is logged; with a
     ``QuantizedModel`` its outputs must equal the in-memory model's.

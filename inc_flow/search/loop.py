@@ -27,10 +27,9 @@ import optuna
 from optuna.trial import TrialState
 
 from inc_flow.errors import ConfigError, DataError, IncFlowError, MetricError
-from inc_flow.plan import Plan
-from inc_flow.scoring import shortfall
-from inc_flow.space import SearchSpace
-from inc_flow.study import (
+from inc_flow.search.accuracy import shortfall
+from inc_flow.search.plan import Plan
+from inc_flow.search.records import (
     MEMORY_STORAGE,
     Benchmark,
     Engine,
@@ -43,7 +42,10 @@ from inc_flow.study import (
     TuneSettings,
     closest_miss,
 )
-from inc_flow.study import EvalOutcome as EvalOutcome  # re-exported: the evaluator's result
+from inc_flow.search.records import (
+    EvalOutcome as EvalOutcome,  # re-exported: the evaluator's result
+)
+from inc_flow.search.space import SearchSpace
 
 ALL_FP32 = "every op is fp32: that is the fp32 model, not an int8 one (not evaluated)"
 

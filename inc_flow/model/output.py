@@ -18,10 +18,10 @@ import torch
 import yaml
 from torch import nn
 
-from inc_flow import fx
 from inc_flow.errors import SaveLoadError
-from inc_flow.plan import Plan
-from inc_flow.stats import format_statistics, statistics_frame
+from inc_flow.quant import graph as fx
+from inc_flow.quant.stats import format_statistics, statistics_frame
+from inc_flow.search.plan import Plan
 
 CONFIGURE_FILE = "best_configure.yaml"
 WEIGHTS_FILE = "best_model_weights.pt"

@@ -1,7 +1,7 @@
 """The one module that talks to ``torch.ao.quantization``.
 
 Everything inc_flow does to a model goes through here: list its quantizable ops, turn a
-:class:`~inc_flow.plan.Plan` into a ``QConfigMapping``, calibrate once per observer setting,
+:class:`~inc_flow.search.plan.Plan` into a ``QConfigMapping``, calibrate once per observer setting,
 convert per plan, rebuild a saved int8 model, count ops. Another engine (PT2E, IPEX) would
 be a sibling of this module.
 
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from inc_flow.errors import QuantizationError
-from inc_flow.plan import OpPlan, Plan
+from inc_flow.search.plan import OpPlan, Plan
 
 # torch 2.14 marks all of torch.ao.quantization deprecated (its successor, torchao's PT2E
 # flow, has no x86/onednn int8 kernels for eager CPU inference here). Filter exactly that.

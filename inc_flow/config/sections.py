@@ -23,8 +23,7 @@ from typing import Any, ClassVar
 
 import yaml
 
-from inc_flow.errors import ConfigError
-from inc_flow.schema import (
+from inc_flow.config.checks import (
     ACTIVATION_ALGORITHMS,
     APPROACHES,
     BACKENDS,
@@ -69,6 +68,7 @@ from inc_flow.schema import (
     unknown_key,
     unknown_name,
 )
+from inc_flow.errors import ConfigError
 
 
 # --- the machinery every section shares ----------------------------------------------------

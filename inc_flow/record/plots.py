@@ -14,8 +14,8 @@ matplotlib.use("Agg")  # files only; no display here or on CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
-from inc_flow.report import pareto_front  # noqa: E402
-from inc_flow.study import TuneResult  # noqa: E402
+from inc_flow.record.rows import pareto_front  # noqa: E402
+from inc_flow.search.records import TuneResult  # noqa: E402
 
 logger = logging.getLogger("inc_flow")
 

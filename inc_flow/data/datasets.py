@@ -1,7 +1,7 @@
 """Built-in datasets, transforms and dataloaders, and the batch conventions of the tuner.
 
 INC 1.x names and meanings for PyTorch: datasets ``dummy``, ``dummy_v2``, ``FashionMNIST``,
-``MNIST``, ``ImageFolder``; transforms (defined in ``inc_flow.transforms``, importable from
+``MNIST``, ``ImageFolder``; transforms (defined in ``inc_flow.data.transforms``, importable from
 here) ``ToTensor``, ``Normalize``, ``Resize``, ``CenterCrop``, applied to the input only.
 Nothing here downloads: datasets read local files or generate data.
 """
@@ -23,9 +23,9 @@ from torchvision.transforms import Compose
 from torchvision.transforms import functional as tvf
 
 from inc_flow.common import DataLoader
+from inc_flow.data.transforms import CenterCrop, Normalize, Resize, ToTensor
 from inc_flow.errors import ConfigError, DataError
-from inc_flow.modeling import import_factory
-from inc_flow.transforms import CenterCrop, Normalize, Resize, ToTensor
+from inc_flow.model.factory import import_factory
 
 DUMMY_SEED = 9527  # INC's dummy datasets seed numpy with 9527
 _DTYPES = {

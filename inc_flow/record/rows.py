@@ -170,7 +170,7 @@ def _flat(run: Any) -> dict[str, Any]:
 def _with_artifacts(
     client: Any, experiment: str, parent: dict[str, Any], trials: pd.DataFrame
 ) -> StudyRuns:
-    from inc_flow.tracking import safe_key
+    from inc_flow.record.tracking import safe_key
 
     by_trial = {str(t): r for t, r in zip(trials["trial"], trials["run_id"], strict=True)}
     best = by_trial.get(str(_value(parent, "tags.inc_flow.best_trial")))

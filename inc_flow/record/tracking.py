@@ -26,9 +26,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from inc_flow.config import Config
-from inc_flow.plan import Plan
-from inc_flow.study import StudyInfo, TrialRecord, TuneResult
+from inc_flow.config.sections import Config
+from inc_flow.search.plan import Plan
+from inc_flow.search.records import StudyInfo, TrialRecord, TuneResult
 
 logger = logging.getLogger("inc_flow")
 
@@ -99,7 +99,7 @@ def record_metrics(record: TrialRecord) -> dict[str, float]:
 
 
 class MlflowTracker:
-    """Writes a study to MLflow (a :class:`inc_flow.study.Tracker`).
+    """Writes a study to MLflow (a :class:`inc_flow.search.records.Tracker`).
 
     Args:
         cfg: the config (experiment name, tracking URI, the config logged as an artifact).
@@ -343,7 +343,7 @@ class MlflowTracker:
 
     def _log_plots(self, result: TuneResult) -> None:
         try:
-            from inc_flow import plots
+            from inc_flow.record import plots
         except ImportError as e:  # matplotlib missing: the record is complete without them
             logger.warning("plots skipped: %s", e)
             return
@@ -370,7 +370,7 @@ class MlflowTracker:
         """Log the best model on the parent run and register it (champion or challenger).
 
         Args:
-            q_model: the chosen :class:`inc_flow.io.QuantizedModel`.
+            q_model: the chosen :class:`inc_flow.model.output.QuantizedModel`.
             result: the study's result (scores for the version tags).
             fp32_model: the fp32 model, for a factory when the config names none.
             eval_source: what the accuracy was measured on (compared before moving
@@ -379,7 +379,7 @@ class MlflowTracker:
         Returns:
             The registered ModelVersion, or None when the model could not be registered.
         """
-        from inc_flow import flavor
+        from inc_flow.model import pyfunc as flavor
 
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="inc_flow_best_") as tmp:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from inc_flow.plan import (
+from inc_flow.search.plan import (
     ACT_ALGORITHMS,
     APPROACHES,
     BACKENDS,

@@ -1,6 +1,6 @@
 """What the tuner drives: build an int8 model per plan, evaluate it, time it.
 
-``FxEngine`` wraps :mod:`inc_flow.fx` with the calibration cache (one calibration per
+``FxEngine`` wraps :mod:`inc_flow.quant.graph` with the calibration cache (one calibration per
 distinct observer setting, then one cheap convert per plan). ``Evaluator`` runs the metric
 batch by batch and stops as soon as the accuracy target is out of reach. ``Benchmark``
 times a model on a fixed batch with a fixed thread count.
@@ -19,14 +19,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from inc_flow import fx
-from inc_flow.data import call_model, split_batch
+from inc_flow.data.datasets import call_model, split_batch
 from inc_flow.errors import DataError, MetricError, QuantizationError
-from inc_flow.metrics import update_metric, wants_reference
-from inc_flow.plan import Plan
-from inc_flow.scoring import measure_latency
-from inc_flow.stats import op_counts, statistics_frame
-from inc_flow.study import EvalOutcome
+from inc_flow.metrics.builtin import update_metric, wants_reference
+from inc_flow.quant import graph as fx
+from inc_flow.quant.stats import op_counts, statistics_frame
+from inc_flow.search.accuracy import measure_latency
+from inc_flow.search.plan import Plan
+from inc_flow.search.records import EvalOutcome
 
 logger = logging.getLogger("inc_flow")
 
@@ -48,7 +48,7 @@ class FxEngine:
     Args:
         model: the fp32 model (not modified).
         example_inputs: one batch of inputs, for tracing and saving shapes.
-        approach: static, dynamic or quant_aware_training (``inc_flow.plan.APPROACHES``).
+        approach: static, dynamic or quant_aware_training (``inc_flow.search.plan.APPROACHES``).
         framework: ``pytorch_fx`` or ``pytorch`` (eager).
         calib_loader: batches for calibration (static PTQ); ignored for dynamic and QAT.
         sampling_size: calibration samples.

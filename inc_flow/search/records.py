@@ -20,8 +20,8 @@ from typing import Any, Protocol
 
 import optuna
 
-from inc_flow.plan import APPROACHES, BACKENDS, Plan
-from inc_flow.scoring import absolute_drop, relative_drop, required_value, shortfall
+from inc_flow.search.accuracy import absolute_drop, relative_drop, required_value, shortfall
+from inc_flow.search.plan import APPROACHES, BACKENDS, Plan
 
 logger = logging.getLogger("inc_flow")
 

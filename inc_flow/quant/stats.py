@@ -10,7 +10,7 @@ COLUMNS = ["Op Type", "Total", "INT8", "FP32"]
 
 
 def statistics_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows from :func:`inc_flow.fx.op_statistics` as a DataFrame in INC's column order."""
+    """Rows from `graph.op_statistics` as a DataFrame in INC's column order."""
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         return frame

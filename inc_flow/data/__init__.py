@@ -1,0 +1,1 @@
+"""Datasets, transforms and dataloaders (INC 1.x names)."""

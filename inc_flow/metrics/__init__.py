@@ -1,0 +1,1 @@
+"""Built-in metrics (INC 1.x names) and postprocess."""

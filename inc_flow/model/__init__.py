@@ -1,0 +1,1 @@
+"""The tuned model: output directory (save/load), model factory, pyfunc flavor, registry."""
