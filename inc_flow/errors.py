@@ -31,5 +31,17 @@ class SaveLoadError(IncFlowError, ValueError):
     """An output directory, configure file or weights file cannot be read or written."""
 
 
+class PlanError(IncFlowError, ValueError):
+    """A quantization plan or search space is inconsistent (unknown op, value or setting)."""
+
+
+class StudyError(IncFlowError, ValueError):
+    """An Optuna study cannot be opened, resumed or used as asked (storage, name, settings)."""
+
+
+class TrackingError(IncFlowError, RuntimeError):
+    """The MLflow record cannot be written or read (tracking store, run, registry)."""
+
+
 class NoFeasibleModelError(IncFlowError):
     """No plan met the accuracy criterion."""
