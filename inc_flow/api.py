@@ -34,7 +34,7 @@ from torch import nn
 from inc_flow.config.sections import Config
 from inc_flow.data.datasets import build_dataloader, first_input
 from inc_flow.errors import ConfigError, DataError
-from inc_flow.metrics.builtin import apply_postprocess, build_metric, wants_reference
+from inc_flow.metrics.build import apply_postprocess, build_metric, wants_reference
 from inc_flow.model.factory import build_model
 from inc_flow.model.output import QuantizedModel
 from inc_flow.quant.engine import Benchmark, Evaluator, FxEngine, batch_size_of

@@ -375,7 +375,7 @@ def test_every_config_name_is_implemented_with_its_parameters():
     import inspect
 
     from inc_flow.config import sections as config
-    from inc_flow.metrics import builtin as metrics
+    from inc_flow.metrics import build as metrics
 
     tables = [
         (config.DATASETS, data.DATASET_CLASSES),
@@ -393,7 +393,7 @@ def test_every_config_name_is_implemented_with_its_parameters():
 
 def test_config_objects_build_loaders_metrics_and_postprocess(image_folder):
     from inc_flow.config.sections import AccuracyConfig, DataloaderConfig
-    from inc_flow.metrics.builtin import apply_postprocess, build_metric
+    from inc_flow.metrics.build import apply_postprocess, build_metric
 
     cfg = DataloaderConfig.from_dict(
         {

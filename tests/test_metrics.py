@@ -1,4 +1,4 @@
-"""Built-in metrics, multi-metric weighting and postprocess (inc_flow.metrics.builtin)."""
+"""Built-in metrics, multi-metric weighting and postprocess (inc_flow.metrics.build)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from inc_flow.errors import MetricError
-from inc_flow.metrics.builtin import (
+from inc_flow.metrics.build import (
     F1,
     MAE,
     MSE,

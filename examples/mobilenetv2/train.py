@@ -37,7 +37,7 @@ from examples.mobilenetv2.model import (  # noqa: E402
 )
 from inc_flow.common import DataLoader  # noqa: E402
 from inc_flow.data.datasets import FashionMNIST, Normalize  # noqa: E402
-from inc_flow.metrics.builtin import TopK  # noqa: E402
+from inc_flow.metrics.build import TopK  # noqa: E402
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader) -> float:
