@@ -47,7 +47,7 @@ from bench_tuning import NOISE_NOTE, Row, measure_rows, quiet, trial_lines  # no
 
 from inc_flow.api import Outcome, quantize  # noqa: E402
 from inc_flow.config.sections import Config  # noqa: E402
-from inc_flow.data.datasets import build_dataloader, split_batch  # noqa: E402
+from inc_flow.data import build_dataloader, split_batch  # noqa: E402
 from inc_flow.errors import ConfigError  # noqa: E402
 from inc_flow.model.factory import build_model  # noqa: E402
 

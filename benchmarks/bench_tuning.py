@@ -50,8 +50,8 @@ if str(ROOT) not in sys.path:  # `python benchmarks/bench_tuning.py` from anywhe
 
 from inc_flow.api import Outcome, as_config, quantize  # noqa: E402
 from inc_flow.config.sections import Config  # noqa: E402
-from inc_flow.data.datasets import build_dataloader, call_model, split_batch  # noqa: E402
-from inc_flow.metrics.build import TopK  # noqa: E402
+from inc_flow.data import build_dataloader, call_model, split_batch  # noqa: E402
+from inc_flow.metrics import TopK  # noqa: E402
 from inc_flow.quant.engine import Evaluator, repeat_batch  # noqa: E402
 from inc_flow.search.accuracy import measure_latency  # noqa: E402
 

@@ -32,7 +32,8 @@ import torch
 from torch import nn
 
 from inc_flow.config.sections import Config
-from inc_flow.data.datasets import build_dataloader, first_input
+from inc_flow.data.batches import first_input
+from inc_flow.data.loaders import build_dataloader
 from inc_flow.errors import ConfigError, DataError
 from inc_flow.metrics.build import apply_postprocess, build_metric, wants_reference
 from inc_flow.model.factory import build_model

@@ -14,7 +14,7 @@ from torch import nn
 from examples.lenet.model import MEAN, STD, LeNet, load_lenet
 from inc_flow import Quantization, common, fit, load, quantize
 from inc_flow.cli import main as cli_main
-from inc_flow.data.datasets import DummyDataset, FashionMNIST, Normalize
+from inc_flow.data import DummyDataset, FashionMNIST, Normalize
 from inc_flow.quant.engine import FxEngine
 from inc_flow.search.plan import default_plan
 

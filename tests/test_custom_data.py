@@ -12,7 +12,7 @@ from torch import nn
 from inc_flow import quantize
 from inc_flow.config.sections import Config
 from inc_flow.errors import ConfigError, MetricError
-from inc_flow.metrics.build import MSE, CosineSimilarity, MultiMetric, TopK, build_metric
+from inc_flow.metrics import MSE, CosineSimilarity, MultiMetric, TopK, build_metric
 from inc_flow.quant.engine import Evaluator
 from tests.helpers import custom_data
 

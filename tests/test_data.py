@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from inc_flow import data
 from inc_flow.common import DataLoader, Metric
-from inc_flow.data import datasets as data
-from inc_flow.data.datasets import (
+from inc_flow.data import (
     DummyDataset,
     DummyDatasetV2,
     FashionMNIST,
@@ -374,8 +374,8 @@ def test_every_config_name_is_implemented_with_its_parameters():
     """Every name in the config's tables is built here and accepts every parameter key."""
     import inspect
 
+    from inc_flow import metrics
     from inc_flow.config import sections as config
-    from inc_flow.metrics import build as metrics
 
     tables = [
         (config.DATASETS, data.DATASET_CLASSES),
@@ -393,7 +393,7 @@ def test_every_config_name_is_implemented_with_its_parameters():
 
 def test_config_objects_build_loaders_metrics_and_postprocess(image_folder):
     from inc_flow.config.sections import AccuracyConfig, DataloaderConfig
-    from inc_flow.metrics.build import apply_postprocess, build_metric
+    from inc_flow.metrics import apply_postprocess, build_metric
 
     cfg = DataloaderConfig.from_dict(
         {

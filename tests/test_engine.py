@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from inc_flow.common import DataLoader
-from inc_flow.data.datasets import DummyDataset
+from inc_flow.data import DummyDataset
 from inc_flow.errors import DataError, MetricError
-from inc_flow.metrics.build import Accuracy, TopK
+from inc_flow.metrics import Accuracy, TopK
 from inc_flow.quant.engine import Benchmark, Evaluator, FxEngine, repeat_batch
 from inc_flow.search.plan import default_plan
 from tests.test_fx import TinyNet

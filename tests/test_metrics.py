@@ -1,4 +1,4 @@
-"""Built-in metrics, multi-metric weighting and postprocess (inc_flow.metrics.build)."""
+"""Built-in metrics, multi-metric weighting and postprocess (inc_flow.metrics)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from inc_flow.errors import MetricError
-from inc_flow.metrics.build import (
+from inc_flow.metrics import (
     F1,
     MAE,
     MSE,

@@ -27,7 +27,7 @@ from examples.minilm.model import (  # noqa: E402
     reference_encoder,
 )
 from inc_flow import common, load, quantize  # noqa: E402
-from inc_flow.data.datasets import call_model, split_batch  # noqa: E402
+from inc_flow.data import call_model, split_batch  # noqa: E402
 from inc_flow.errors import ConfigError  # noqa: E402
 from inc_flow.model.factory import build_model  # noqa: E402
 from inc_flow.quant import graph as fx  # noqa: E402

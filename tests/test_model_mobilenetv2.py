@@ -33,7 +33,7 @@ from examples.mobilenetv2.model import (
 from examples.mobilenetv2.train import recalibrate_batchnorm, train_model
 from inc_flow import load, quantize
 from inc_flow.common import DataLoader
-from inc_flow.data.datasets import FashionMNIST, Normalize
+from inc_flow.data import FashionMNIST, Normalize
 from inc_flow.errors import ConfigError
 from inc_flow.model.output import CONFIGURE_FILE
 from inc_flow.quant import graph as fx

@@ -14,7 +14,7 @@ from torch import nn
 from examples.resnet18.model import MEAN, STD, build_resnet18, checkpoint_path, load_resnet18
 from inc_flow import load, quantize
 from inc_flow.common import DataLoader
-from inc_flow.data.datasets import FashionMNIST, Normalize
+from inc_flow.data import FashionMNIST, Normalize
 from inc_flow.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ import torch
 
 from examples.lenet.model import MEAN, STD, LeNet, load_lenet
 from inc_flow import Quantization, common, load
-from inc_flow.data.datasets import FashionMNIST, Normalize
+from inc_flow.data import FashionMNIST, Normalize
 
 
 class Top1Metric:

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from examples.lenet.model import CHECKPOINT, MEAN, STD, LeNet
 from inc_flow.common import DataLoader
-from inc_flow.data.datasets import FashionMNIST, Normalize
-from inc_flow.metrics.build import TopK
+from inc_flow.data import FashionMNIST, Normalize
+from inc_flow.metrics import TopK
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader) -> float:

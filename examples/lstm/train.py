@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from examples.lstm.data import waveforms
 from examples.lstm.model import CHECKPOINT, LSTMClassifier
 from inc_flow.common import DataLoader
-from inc_flow.metrics.build import TopK
+from inc_flow.metrics import TopK
 
 TRAIN_SIZE = 8000
 TEST_SIZE = 2000

@@ -36,8 +36,8 @@ from examples.mobilenetv2.model import (  # noqa: E402
     checkpoint_path,
 )
 from inc_flow.common import DataLoader  # noqa: E402
-from inc_flow.data.datasets import FashionMNIST, Normalize  # noqa: E402
-from inc_flow.metrics.build import TopK  # noqa: E402
+from inc_flow.data import FashionMNIST, Normalize  # noqa: E402
+from inc_flow.metrics import TopK  # noqa: E402
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader) -> float:

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from examples.resnet18.model import MEAN, STD, build_resnet18, checkpoint_path
 from inc_flow.common import DataLoader
-from inc_flow.data.datasets import FashionMNIST, Normalize
-from inc_flow.metrics.build import TopK
+from inc_flow.data import FashionMNIST, Normalize
+from inc_flow.metrics import TopK
 
 
 def evaluate(model: torch.nn.Module, loader: DataLoader) -> float:

@@ -1,7 +1,7 @@
 """Built-in transforms (INC 1.x names): ``ToTensor``, ``Normalize``, ``Resize``, ``CenterCrop``.
 
 Each works on PIL images and on tensors, and transforms a sample's input only (torchvision's
-convention). ``inc_flow.data.datasets.build_transform`` composes them from the config.
+convention). ``inc_flow.data.loaders.build_transform`` composes them from the config.
 """
 
 from __future__ import annotations

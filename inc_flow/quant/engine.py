@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from inc_flow.data.datasets import call_model, split_batch
+from inc_flow.data.batches import call_model, split_batch
 from inc_flow.errors import DataError, MetricError, QuantizationError
 from inc_flow.metrics.build import update_metric, wants_reference
 from inc_flow.quant import graph as fx
