@@ -374,7 +374,7 @@ def test_every_config_name_is_implemented_with_its_parameters():
     """Every name in the config's tables is built here and accepts every parameter key."""
     import inspect
 
-    from inc_flow.config import sections as config
+    from inc_flow.config import names as config
     from inc_flow.metrics import builtin as metrics
 
     tables = [
