@@ -38,7 +38,8 @@ def _config(args: argparse.Namespace):  # -> Config, with ``--storage`` applied
     from dataclasses import replace
 
     from inc_flow.api import as_config
-    from inc_flow.config.checks import Problems, check_storage
+    from inc_flow.config.checks import check_storage
+    from inc_flow.config.problems import Problems
 
     cfg = as_config(args.config)
     if getattr(args, "storage", None):

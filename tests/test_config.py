@@ -14,16 +14,12 @@ from inc_flow.config.sections import (
     AccuracyCriterion,
     Config,
     DataloaderConfig,
-    DatasetSpec,
     ExitPolicy,
-    MetricSpec,
     ModelConfig,
-    MultiMetricSpec,
-    OpSpace,
-    TensorSpace,
-    TransformSpec,
     TuningConfig,
 )
+from inc_flow.config.spaces import OpSpace, TensorSpace
+from inc_flow.config.specs import DatasetSpec, MetricSpec, MultiMetricSpec, TransformSpec
 from inc_flow.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -375,7 +375,7 @@ def test_every_config_name_is_implemented_with_its_parameters():
     import inspect
 
     from inc_flow import metrics
-    from inc_flow.config import sections as config
+    from inc_flow.config import names as config
 
     tables = [
         (config.DATASETS, data.DATASET_CLASSES),

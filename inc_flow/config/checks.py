@@ -1,277 +1,31 @@
-"""What a config may contain: the allowed names, and the checks every value goes through.
+"""The checks every config value goes through: scalars, paths, URLs, lists, name parameters.
 
-Pure data and pure functions; no torch. ``config.py`` builds its dataclasses on these.
-``data.py`` and ``metrics.py`` implement exactly the names in DATASETS, TRANSFORMS, METRICS and
-POSTPROCESS. Every check adds a ``(key path, message)`` pair to a :class:`Problems` collector, so
-that one :class:`~inc_flow.errors.ConfigError` can report every problem found in a config.
+Pure functions; no torch. Each ``check_*(problems, key, value, ...)`` adds a ``(key path,
+message)`` pair to a :class:`~inc_flow.config.problems.Problems` collector for every problem it
+finds and returns the value normalised (lists become tuples, "1%" becomes 0.01); on failure it
+returns anything, as the collected problems are raised together.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
-import reprlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-from inc_flow.errors import ConfigError
-
-FRAMEWORKS = ("pytorch_fx", "pytorch")
-DEVICES = ("cpu",)
-APPROACHES = (
-    "post_training_static_quant",
-    "post_training_dynamic_quant",
-    "quant_aware_training",
-    "post_training_auto_quant",
+from inc_flow.config.names import (
+    DEVICES,
+    LAST_BATCH,
+    REQUIRED,
+    SCALAR_PARAM,
+    STORAGE_SCHEMES,
+    TENSOR_DTYPES,
+    TRACKING_SCHEMES,
+    Param,
 )
-BACKENDS = ("x86", "onednn", "fbgemm")
-STRATEGIES = ("basic", "tpe", "random", "exhaustive", "bayesian", "multi_objective")
-OBJECTIVES = ("performance", "accuracy", "modelsize", "footprint")
-LAST_BATCH = ("rollover", "no_rollover")
-DTYPES = ("int8", "uint8", "fp32")
-SCHEMES = ("sym", "asym")
-GRANULARITIES = ("per_channel", "per_tensor")
-ACTIVATION_ALGORITHMS = ("minmax", "kl")
-WEIGHT_ALGORITHMS = ("minmax",)
-TENSOR_DTYPES = (
-    "float32", "float64", "float16", "bfloat16", "int8", "uint8", "int32", "int64", "bool",
-)  # fmt: skip
-INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
-
-
-class _Required:
-    def __repr__(self) -> str:
-        return "REQUIRED"
-
-
-REQUIRED: Any = _Required()
-"""Default of a parameter the user must give."""
-
-
-@dataclass(frozen=True)
-class Param:
-    """One parameter of a dataset, transform, metric or postprocess.
-
-    Attributes:
-        kind: how the value is checked and normalised (see ``check_param``).
-        default: the value used when the key is absent, or ``REQUIRED``.
-        choices: allowed values for kind ``choice``.
-    """
-
-    kind: str
-    default: Any = REQUIRED
-    choices: tuple = ()
-
-
-_DUMMY_RANGE = {
-    "low": Param("float_or_list", -1.0),
-    "high": Param("float_or_list", 1.0),
-    "dtype": Param("dtype_or_list", "float32"),
-}
-DATASETS: dict[str, dict[str, Param]] = {
-    # INC meaning: shape[0] is the number of samples; a list of shapes gives several inputs.
-    "dummy": {"shape": Param("shape"), **_DUMMY_RANGE, "label": Param("bool", True)},
-    "dummy_v2": {
-        "input_shape": Param("shape_per_sample"),
-        "label_shape": Param("shape_per_sample_or_empty", ()),
-        **_DUMMY_RANGE,
-        "length": Param("positive_int", 1000),
-    },
-    "FashionMNIST": {
-        "root": Param("dir", "/usr/share/datasets/fashion-mnist"),
-        "train": Param("bool", False),
-        "download": Param("no_download", False),
-    },
-    "MNIST": {
-        "root": Param("dir", "/usr/share/datasets/mnist"),
-        "train": Param("bool", False),
-        "download": Param("no_download", False),
-    },
-    "ImageFolder": {"root": Param("dir")},
-    # inc_flow: a dataset from your own code, ``factory(**kwargs[, transform=...])``.
-    "custom": {"factory": Param("factory"), "kwargs": Param("mapping", {})},
-}
-TRANSFORMS: dict[str, dict[str, Param]] = {
-    "ToTensor": {},
-    "Normalize": {"mean": Param("floats", (0.0,)), "std": Param("nonzero_floats", (1.0,))},
-    "Resize": {
-        "size": Param("size"),
-        "interpolation": Param("choice", "bilinear", INTERPOLATIONS),
-    },
-    "CenterCrop": {"size": Param("size")},
-}
-_COMPARE_LABEL = {"compare_label": Param("bool", True)}
-METRICS: dict[str, dict[str, Param]] = {
-    "topk": {"k": Param("choice", REQUIRED, (1, 5))},
-    "Accuracy": {},
-    "Loss": {},
-    "MSE": _COMPARE_LABEL,
-    "RMSE": _COMPARE_LABEL,
-    "MAE": _COMPARE_LABEL,
-    "F1": {},
-    # inc_flow: mean cosine similarity of outputs and labels (agreement with fp32 embeddings).
-    "CosineSimilarity": {"compare_label": Param("bool", False)},
-}
-POSTPROCESS: dict[str, dict[str, Param]] = {"LabelShift": {"label_shift": Param("int")}}
-SCALAR_PARAM = {"topk": "k", "LabelShift": "label_shift"}
-"""Entries whose yaml value is their single parameter (``topk: 1``, ``LabelShift: -1``)."""
-
-# INC 1.x keys that inc_flow knows but does not implement: rejected with the reason.
-_CONFIGS = "is not supported: inc_flow measures in one process (no multi-instance runs)"
-INC_UNSUPPORTED: dict[str, dict[str, str]] = {
-    "config": {
-        k: "is not supported: inc_flow does quantization only"
-        for k in ("graph_optimization", "mixed_precision", "pruning", "distillation", "nas")
-    }
-    | {
-        "use_bf16": "is not supported: inc_flow produces int8/fp32 models only",
-        "optimization_level": "is not supported (an INC TensorFlow/ONNX option)",
-        "train": "is not supported; set `Quantization.q_func` in Python for training",
-    },
-    "model": {
-        "inputs": "is not needed for PyTorch (an INC TensorFlow/ONNX key); remove it",
-        "outputs": "is not needed for PyTorch (an INC TensorFlow/ONNX key); remove it",
-    },
-    "quantization": {
-        "train": "is not supported; set `Quantization.q_func` in Python for training",
-        "recipes": "is not supported (INC TensorFlow/ONNX graph recipes)",
-        "advance": "is not supported (INC bias correction)",
-        "optimization_level": "is not supported (an INC TensorFlow/ONNX option)",
-    },
-    "tuning": {
-        "tensorboard": "is not supported; inc_flow records to MLflow (see `tracking`)",
-        "diagnosis": "is not supported; inc_flow records every trial to MLflow",
-        "multi_objectives": "is not supported; use `strategy.name: multi_objective`",
-    },
-    "accuracy": {"configs": _CONFIGS},
-    "performance": {
-        "configs": _CONFIGS,
-        "postprocess": "is not used for performance; put it under `evaluation.accuracy`",
-    },
-    "dataloader": {"distributed": "is not supported: inc_flow tunes in one process"},
-    "strategy": {
-        k: "is not supported (an option of INC strategies inc_flow does not have)"
-        for k in (
-            "sigopt_api_token",
-            "sigopt_project_id",
-            "sigopt_experiment_name",
-            "accuracy_weight",
-            "latency_weight",
-            "confidence_batches",
-            "hawq_v2_loss",
-        )
-    },  # fmt: skip
-    "tensor": {
-        "bit": "is not supported (an INC TensorFlow option)",
-        "compute_dtype": "is not supported; activations are quantized to `dtype`",
-    },
-}
-
-
-# --- collecting problems -------------------------------------------------------------------
-def join(prefix: str, key: Any) -> str:
-    """``join("tuning", "random_seed") == "tuning.random_seed"``; an empty side is dropped."""
-    key = str(key)
-    if not prefix:
-        return key
-    return f"{prefix}.{key}" if key else prefix
-
-
-class Problems:
-    """Collects ``(key path, message)`` pairs; ``raise_if_any`` turns them into one error."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, str]] = []
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append((path, message))
-
-    def merge(self, prefix: str, error: ConfigError) -> None:
-        """Adds the problems of ``error``, raised for the section found at ``prefix``."""
-        for path, message in getattr(error, "problems", ((error.path, str(error)),)):
-            self.add(join(prefix, path), message)
-
-    def raise_if_any(self, note: str = "") -> None:
-        if self.items:
-            raise config_error(self.items, note)
-
-
-def config_error(items: Iterable[tuple[str, str]], note: str = "") -> ConfigError:
-    """One ConfigError for all problems: ``path`` is the first path, one line per problem."""
-    items = tuple(items)
-    (path, message), rest = items[0], items[1:]
-    lines = [message] + [f"`{p}` {m}" if p else m for p, m in rest]
-    if note:
-        lines.append(note)
-    error = ConfigError(path, "\n".join(lines))
-    error.problems = items  # type: ignore[attr-defined]  # read back by Problems.merge
-    return error
-
-
-_SHORT_REPR = reprlib.Repr()
-_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 3, 40, 40
-
-
-def _small(value: Any, limit: int = 200) -> bool:
-    """True when ``value`` holds fewer than ``limit`` nested items, so its repr is cheap.
-
-    yaml aliases let a few lines of text build a structure with billions of items
-    ("billion laughs"); a full repr of it would take hours.
-    """
-    stack, count = [value], 0
-    while stack:
-        count += 1
-        if count > limit:
-            return False
-        item = stack.pop()
-        if isinstance(item, Mapping):
-            stack += [*item.keys(), *item.values()]
-        elif isinstance(item, (list, tuple, set)):
-            stack += item
-    return True
-
-
-def show(value: Any) -> str:
-    """The value as messages echo it: its repr, shortened, plus the type for containers."""
-    text = repr(value) if _small(value) else _SHORT_REPR.repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    if value is None or isinstance(value, (str, bool, int, float)):
-        return text
-    return f"{text} ({type(value).__name__})"
-
-
-def unknown_key(key: Any, allowed: Iterable[str], section: str) -> str:
-    """Message for a key the closed schema does not have."""
-    reason = INC_UNSUPPORTED.get(section, {}).get(str(key))
-    if reason:
-        return reason
-    allowed = list(allowed)
-    return f"is not a known key; allowed here: {allowed}{did_you_mean(key, allowed)}"
-
-
-def did_you_mean(word: Any, options: Iterable[Any]) -> str:
-    if not isinstance(word, (str, int, float)):
-        return ""  # a container is no misspelt name (and its str may be huge)
-    lower = {str(o).lower(): o for o in options}
-    match = difflib.get_close_matches(str(word).lower(), list(lower), n=1, cutoff=0.6)
-    return f"; did you mean {lower[match[0]]!r}?" if match else ""
-
-
-def not_one_of(value: Any, allowed: Iterable[Any]) -> str:
-    allowed = list(allowed)
-    return f"must be one of {allowed}, got {show(value)}{did_you_mean(value, allowed)}"
-
-
-def unknown_name(what: str, value: Any, allowed: Iterable[Any]) -> str:
-    allowed = list(allowed)
-    return f"unknown {what} {value!r}; expected one of {allowed}{did_you_mean(value, allowed)}"
+from inc_flow.config.problems import Problems, join, not_one_of, show, unknown_key
+from inc_flow.vocab import Framework, names
 
 
 # --- scalar checks: return the normalised value (anything on failure, after p.add) ----------
@@ -451,10 +205,6 @@ def check_workspace(p: Problems, key: str, value: Any) -> Any:
     return value
 
 
-STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")
-TRACKING_SCHEMES = ("file", "http", "https", "databricks", "databricks-uc", "uc", "mssql")
-
-
 def sqlite_folder(url: str) -> str | None:
     """The folder of an SQLite URL's file (``"."`` for a bare name); None for other URLs."""
     scheme, _, rest = url.partition("://")
@@ -521,7 +271,7 @@ def check_framework(p: Problems, key: str, value: Any) -> Any:
             "use 'pytorch_fx' (default) or 'pytorch' (eager)",
         )
         return value
-    return check_str(p, key, value, FRAMEWORKS)
+    return check_str(p, key, value, names(Framework))
 
 
 _FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
