@@ -14,7 +14,8 @@ from inc_flow.vocab import Approach, Backend, Framework, names
 
 PLAN_FORMAT_VERSION = 1
 
-APPROACHES = names(Approach)
+# A plan's approach is a concrete one: ``auto`` is resolved (static, else dynamic) before.
+APPROACHES = tuple(a for a in names(Approach) if a != Approach.AUTO)
 BACKENDS = names(Backend)
 FRAMEWORKS = names(Framework)
 DTYPES = ("int8", "fp32")
