@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from inc_flow.api import MultiTracker, as_config, quantize
     from inc_flow.record.tracking import MlflowTracker
-    from inc_flow.search.records import LoggingTracker
+    from inc_flow.search.progress import LoggingTracker
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"

@@ -53,7 +53,7 @@ from inc_flow.config.sections import Config  # noqa: E402
 from inc_flow.data import build_dataloader, call_model, split_batch  # noqa: E402
 from inc_flow.metrics import TopK  # noqa: E402
 from inc_flow.quant.engine import Evaluator, repeat_batch  # noqa: E402
-from inc_flow.search.accuracy import measure_latency  # noqa: E402
+from inc_flow.quant.latency import measure_latency  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.ao is deprecated

@@ -30,8 +30,8 @@ def _measure(n: int, args, storage: str, uri: str | None, tmp: Path) -> tuple[in
     import optuna
     import yaml
 
-    from inc_flow.search.loop import RECORD_ATTR
     from inc_flow.search.records import TrialRecord
+    from inc_flow.search.storage import RECORD_ATTR
     from tests.helpers.scaleout import start_cli
     from tests.helpers.stores import kill_group, sleepy_config
     from tests.helpers.toy import BARRIER_ENV, SLEEP_ENV

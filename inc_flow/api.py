@@ -40,7 +40,10 @@ from inc_flow.model.factory import build_model
 from inc_flow.model.output import QuantizedModel
 from inc_flow.quant.engine import Benchmark, Evaluator, FxEngine, batch_size_of
 from inc_flow.search.loop import tune
-from inc_flow.search.records import LoggingTracker, MultiTracker, Tracker, TuneResult, TuneSettings
+from inc_flow.search.ports import Tracker
+from inc_flow.search.progress import LoggingTracker, MultiTracker
+from inc_flow.search.records import TuneResult
+from inc_flow.search.settings import TuneSettings
 from inc_flow.search.space import SearchSpace
 
 logger = logging.getLogger("inc_flow")
@@ -385,33 +388,16 @@ def _study_parent(settings: TuneSettings, recorder: Any, role: str) -> str:
     database's unique study name decides: exactly one does) creates the parent run and
     stores its id; the other workers wait for it. ``finalize`` reads it (or, for a study
     tuned without workers, adopts or creates the parent itself: it runs once)."""
-    import optuna
+    from inc_flow.search.storage import claim_parent_run, parent_run, set_parent_run
 
-    from inc_flow.search.loop import PARENT_ATTR, open_storage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     name, url = settings.study_name, settings.storage_url()
     try:
-        storage = open_storage(url)
         if role == "worker":
-            try:
-                study = optuna.create_study(
-                    storage=storage, study_name=name, directions=settings.directions()
-                )
-            except optuna.exceptions.DuplicatedStudyError:
-                pass
-            else:
-                parent = recorder.create_parent(name)
-                study.set_user_attr(PARENT_ATTR, parent)
+            parent = claim_parent_run(url, name, settings.directions(), recorder.create_parent)
+            if parent is not None:
                 logger.info("created study %s and its MLflow parent run %s", name, parent)
                 return parent
-        deadline = time.monotonic() + (PARENT_WAIT_S if role == "worker" else 0)
-        while True:
-            study = optuna.load_study(study_name=name, storage=storage)
-            parent = study.user_attrs.get(PARENT_ATTR)
-            if parent or time.monotonic() >= deadline:
-                break
-            time.sleep(0.5)
+        parent = parent_run(url, name, PARENT_WAIT_S if role == "worker" else 0)
     except KeyError as e:  # load_study: no such study
         raise ConfigError(
             "tuning.study_name", f"study {name!r} is not in {url}: run the workers first"
@@ -420,7 +406,7 @@ def _study_parent(settings: TuneSettings, recorder: Any, role: str) -> str:
         return str(parent)
     if role == "finalize":
         parent = recorder.create_parent(name)
-        study.set_user_attr(PARENT_ATTR, parent)
+        set_parent_run(url, name, parent)
         return parent
     raise ConfigError(
         "tuning.study_name",

@@ -14,8 +14,8 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from inc_flow.search.loop import RECORD_ATTR
 from inc_flow.search.records import TrialRecord
+from inc_flow.search.storage import RECORD_ATTR
 from tests.helpers.stores import (
     kill_group,
     mlflow_template,

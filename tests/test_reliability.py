@@ -12,8 +12,8 @@ from torch import nn
 
 from inc_flow import quantize
 from inc_flow.errors import ConfigError, DataError, MetricError, QuantizationError, SaveLoadError
-from inc_flow.search.loop import RECORD_ATTR
-from inc_flow.search.records import LoggingTracker
+from inc_flow.search.progress import LoggingTracker
+from inc_flow.search.storage import RECORD_ATTR
 from tests.helpers.toy import SleepyNet
 from tests.test_fx import NoOps, TinyNet, Untraceable
 

@@ -18,8 +18,8 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from inc_flow.record.tracking import TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL
-from inc_flow.search.loop import GRACE_ENV, HEARTBEAT_ENV, PARENT_ATTR, RECORD_ATTR, WORKER_ATTR
 from inc_flow.search.records import TrialRecord
+from inc_flow.search.storage import GRACE_ENV, HEARTBEAT_ENV, PARENT_ATTR, RECORD_ATTR, WORKER_ATTR
 from tests.helpers.scaleout import cluster, mlflow_server, postgres_missing, start_cli
 from tests.helpers.stores import kill_group, sleepy_config, wait_for
 from tests.helpers.toy import BARRIER_ENV, SLEEP_ENV

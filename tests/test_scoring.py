@@ -6,10 +6,9 @@ import math
 
 import pytest
 
+from inc_flow.quant.latency import LatencyResult, measure_latency
 from inc_flow.search.accuracy import (
-    LatencyResult,
     absolute_drop,
-    measure_latency,
     meets,
     relative_drop,
     required_value,

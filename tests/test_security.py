@@ -32,7 +32,7 @@ from inc_flow.model.factory import build_model, import_factory
 from inc_flow.model.output import CONFIGURE_FILE, WEIGHTS_FILE, QuantizedModel
 from inc_flow.quant import graph as fx
 from inc_flow.search.plan import default_plan
-from inc_flow.search.records import LoggingTracker
+from inc_flow.search.progress import LoggingTracker
 from tests.helpers.http import free_port, post_json
 from tests.helpers.stores import mlflow_template, prepare_mlflow
 from tests.helpers.toy import SHAPE, SleepyNet

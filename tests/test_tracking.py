@@ -25,7 +25,8 @@ from inc_flow.record.tracking import (
     safe_key,
 )
 from inc_flow.search.plan import default_plan
-from inc_flow.search.records import StudyInfo, TuneSettings
+from inc_flow.search.records import StudyInfo
+from inc_flow.search.settings import TuneSettings
 from tests.test_fx import TinyNet
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,16 +11,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from inc_flow.search.loop import (
-    ALL_FP32,
-    EvalOutcome,
-    StudyInfo,
-    TrialRecord,
-    TuneResult,
-    TuneSettings,
-    tune,
-)
+from inc_flow.search.loop import ALL_FP32, tune
 from inc_flow.search.plan import Plan
+from inc_flow.search.records import EvalOutcome, StudyInfo, TrialRecord, TuneResult
+from inc_flow.search.settings import TuneSettings
 from inc_flow.search.space import SearchSpace
 
 OPS = [

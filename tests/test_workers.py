@@ -22,9 +22,9 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from inc_flow.search.loop import RECORD_ATTR, WORKER_ATTR
 from inc_flow.search.records import TrialRecord
 from inc_flow.search.space import SearchSpace
+from inc_flow.search.storage import RECORD_ATTR, WORKER_ATTR
 from tests.helpers.stores import (
     kill_group,
     mlflow_template,

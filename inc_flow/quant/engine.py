@@ -23,8 +23,8 @@ from inc_flow.data.batches import call_model, split_batch
 from inc_flow.errors import DataError, MetricError, QuantizationError
 from inc_flow.metrics.build import update_metric, wants_reference
 from inc_flow.quant import graph as fx
+from inc_flow.quant.latency import measure_latency
 from inc_flow.quant.stats import op_counts, statistics_frame
-from inc_flow.search.accuracy import measure_latency
 from inc_flow.search.plan import Plan
 from inc_flow.search.records import EvalOutcome
 

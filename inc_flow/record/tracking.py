@@ -99,7 +99,7 @@ def record_metrics(record: TrialRecord) -> dict[str, float]:
 
 
 class MlflowTracker:
-    """Writes a study to MLflow (a :class:`inc_flow.search.records.Tracker`).
+    """Writes a study to MLflow (a :class:`inc_flow.search.ports.Tracker`).
 
     Args:
         cfg: the config (experiment name, tracking URI, the config logged as an artifact).

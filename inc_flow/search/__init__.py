@@ -1,2 +1,2 @@
 """The search: plan (inert data), space, ports, records, settings, the accuracy rule, the
-Optuna loop and its storage. Imports no torch and no mlflow."""
+Optuna loop, its storage, history and progress log. Imports no torch and no mlflow."""

@@ -1,4 +1,4 @@
-"""Scores of a trial: the accuracy rule (pure) and latency measurement.
+"""The accuracy rule of a trial: pure arithmetic, no torch (latency is ``quant/latency.py``).
 
 The accuracy rule is INC's: a quantized model passes when its metric is within ``relative``
 (a fraction of the fp32 baseline) or ``absolute`` (metric units) of the fp32 baseline, in the
@@ -20,35 +20,32 @@ Ties pass: ``required_value`` is lowered (raised when lower is better) by a tole
 from __future__ import annotations
 
 import math
-import statistics
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+
+from inc_flow.errors import MetricError, StudyError
 
 _TIE_TOLERANCE = 1e-9
 
 
 def _criterion(relative: float | None, absolute: float | None) -> tuple[str, float]:
     if relative is not None and absolute is not None:
-        raise ValueError(
+        raise StudyError(
             "exactly one of `relative` and `absolute` must be set, got "
             f"relative={relative!r}, absolute={absolute!r}"
         )
     if relative is None and absolute is None:
-        raise ValueError("one of `relative` and `absolute` must be set, got neither")
+        raise StudyError("one of `relative` and `absolute` must be set, got neither")
     kind, tol = ("relative", relative) if relative is not None else ("absolute", absolute)
     tol = float(tol)  # type: ignore[arg-type]
     if math.isnan(tol) or tol < 0 or (kind == "relative" and tol >= 1):
         bound = "[0, 1)" if kind == "relative" else ">= 0"
-        raise ValueError(f"`{kind}` must be {bound}, got {kind}={tol!r}")
+        raise StudyError(f"`{kind}` must be {bound}, got {kind}={tol!r}")
     return kind, tol
 
 
 def _check_baseline(baseline: float) -> float:
     baseline = float(baseline)
     if math.isnan(baseline) or math.isinf(baseline):
-        raise ValueError(f"`baseline` must be a finite number, got baseline={baseline!r}")
+        raise MetricError(f"`baseline` must be a finite number, got baseline={baseline!r}")
     return baseline
 
 
@@ -71,8 +68,8 @@ def required_value(
         The threshold, tie tolerance included (see the module docstring).
 
     Raises:
-        ValueError: both or neither tolerances set, a tolerance out of range, or a NaN or
-            infinite baseline.
+        StudyError: both or neither tolerances set, or a tolerance out of range.
+        MetricError: a NaN or infinite baseline.
     """
     kind, tol = _criterion(relative, absolute)
     baseline = _check_baseline(baseline)
@@ -118,62 +115,3 @@ def relative_drop(baseline: float, value: float, higher_is_better: bool = True) 
     """Loss as a fraction of ``|baseline|``; positive = worse. Zero baseline: the absolute drop."""
     drop = absolute_drop(baseline, value, higher_is_better)
     return drop / abs(baseline) if baseline != 0 else drop
-
-
-@dataclass(frozen=True)
-class LatencyResult:
-    """Latency of one call, in milliseconds, over ``iterations`` timed runs."""
-
-    median_ms: float
-    p90_ms: float
-    threads: int
-    iterations: int
-
-
-def measure_latency(
-    fn: Callable[..., Any],
-    inputs: Sequence[Any],
-    warmup: int = 5,
-    iterations: int = 20,
-    threads: int | None = None,
-) -> LatencyResult:
-    """Time ``fn(*inputs)`` under ``torch.no_grad`` with a fixed intra-op thread count.
-
-    Args:
-        fn: a model or function.
-        inputs: positional arguments of one call (e.g. a batch as a 1-tuple).
-        warmup: untimed calls first.
-        iterations: timed calls; the median and 90th percentile are reported.
-        threads: ``torch.set_num_threads`` during the measurement (restored afterwards);
-            None keeps the current count, which is then recorded.
-
-    Returns:
-        A LatencyResult.
-    """
-    if warmup < 0:
-        raise ValueError(f"`warmup` must be >= 0, got warmup={warmup!r}")
-    if iterations < 1:
-        raise ValueError(f"`iterations` must be >= 1, got iterations={iterations!r}")
-    if threads is not None and threads < 1:
-        raise ValueError(f"`threads` must be >= 1, got threads={threads!r}")
-    import torch  # lazily: the accuracy rule above must not need torch
-
-    previous = torch.get_num_threads()
-    used = previous if threads is None else threads
-    times: list[float] = []
-    try:
-        torch.set_num_threads(used)
-        with torch.no_grad():
-            for _ in range(warmup):
-                fn(*inputs)
-            for _ in range(iterations):
-                start = time.perf_counter()
-                fn(*inputs)
-                times.append((time.perf_counter() - start) * 1000.0)
-    finally:
-        torch.set_num_threads(previous)
-    ordered = sorted(times)
-    p90 = ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
-    return LatencyResult(
-        median_ms=statistics.median(ordered), p90_ms=p90, threads=used, iterations=iterations
-    )

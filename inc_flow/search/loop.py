@@ -4,63 +4,54 @@
 sampler proposes), has the engine build it, evaluates it with the accuracy target as
 early-rejection threshold, measures its latency and tells Optuna: the objective as value, the
 accuracy shortfall as constraint (> 0 misses). A plan already evaluated in the study is never
-evaluated again: its stored outcome is told again. Imports optuna; never mlflow or torch.ao.
+evaluated again: its stored outcome is told again. Imports optuna; never mlflow or torch.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
 import sys
-import threading
 import time
-import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import TrialState as OptunaState
 
-from inc_flow.errors import ConfigError, DataError, IncFlowError, MetricError
+from inc_flow.errors import DataError, IncFlowError, MetricError, PlanError, StudyError
+from inc_flow.search import storage as st
 from inc_flow.search.accuracy import shortfall
-from inc_flow.search.plan import Plan
-from inc_flow.search.records import (
-    MEMORY_STORAGE,
+from inc_flow.search.history import History
+from inc_flow.search.ports import (
     Benchmark,
     Engine,
     Evaluator,
-    LoggingTracker,
-    StudyInfo,
     Tracker,
+    measure,
+    op_statistics,
+    trial_started,
+)
+from inc_flow.search.progress import LoggingTracker
+from inc_flow.search.records import (
+    StudyInfo,
     TrialRecord,
     TuneResult,
-    TuneSettings,
     closest_miss,
+    objective_values,
+    rank_key,
+    why,
 )
-from inc_flow.search.records import (
-    EvalOutcome as EvalOutcome,  # re-exported: the evaluator's result
-)
+from inc_flow.search.settings import MEMORY_STORAGE, TuneSettings
 from inc_flow.search.space import SearchSpace
+from inc_flow.vocab import Strategy, TrialState
 
 ALL_FP32 = "every op is fp32: that is the fp32 model, not an int8 one (not evaluated)"
 
 logger = logging.getLogger("inc_flow")
 
 CONSTRAINT = "accuracy"
-# Optuna attributes: trial user attrs, then study user attrs.
-RECORD_ATTR, PHASE_ATTR, WORKER_ATTR = "inc_flow.record", "inc_flow.phase", "inc_flow.worker"
-BASELINE_ATTR, SENSITIVITY_ATTR = "inc_flow.baseline", "inc_flow.sensitivity"
-SPACE_ATTR = "inc_flow.space"
-PARENT_ATTR = "inc_flow.parent_run"  # study user attr: the MLflow parent run of the study
-# RDB heartbeat (server databases: PostgreSQL, MySQL): seconds between beats of a running
-# trial, and seconds without a beat after which another worker fails and retries it.
-HEARTBEAT_ENV, GRACE_ENV = "INC_FLOW_HEARTBEAT_S", "INC_FLOW_GRACE_S"
-_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 def _plain(value: Any) -> Any:
@@ -69,105 +60,10 @@ def _plain(value: Any) -> Any:
 
 
 def _seed_torch(seed: int) -> None:
-    # Only when torch is already loaded: a real engine has imported it by now, and the
-    # fake engines of the unit tests must not pay for importing it.
+    # Only when torch is already loaded (no import here: the search imports no torch): a
+    # real engine has imported it by now, and the fake engines of the unit tests have not.
     if "torch" in sys.modules:
         sys.modules["torch"].manual_seed(seed)
-
-
-def _why(error: Exception) -> str:
-    """``Type: first line of the message`` of an exception from user code or a library."""
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _is_stale(trial: optuna.trial.FrozenTrial) -> bool:
-    """A RUNNING trial is stale when its worker is gone. Without heartbeats this can only be
-    known for workers of this host; trials of other hosts are left alone."""
-    host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-    if not pid.isdigit():
-        return True
-    return host == socket.gethostname() and (int(pid) == os.getpid() or not _pid_alive(int(pid)))
-
-
-def _runs_here(trial: optuna.trial.FrozenTrial) -> bool:
-    """True when another live process of this host runs ``trial``."""
-    host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    return int(pid) != os.getpid() and _pid_alive(int(pid))
-
-
-def heartbeat_enabled(url: str) -> bool:
-    """Heartbeats for server databases; SQLite files (one machine) keep the host:pid check."""
-    return url != MEMORY_STORAGE and not url.startswith("sqlite")
-
-
-def open_storage(url: str) -> Any:
-    """The Optuna storage for ``url``: for a server database an ``RDBStorage`` with a heartbeat
-    and ``RetryHeartbeatStaleTrialCallback(max_retry=1)``, so that a trial of a dead worker is
-    failed and enqueued again (same params) for another worker; else the URL itself."""
-    if not heartbeat_enabled(url):
-        return url
-    interval = int(os.environ.get(HEARTBEAT_ENV, "10"))
-    grace = int(os.environ.get(GRACE_ENV, str(3 * interval)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-        for attempt in range(3):
-            try:
-                return optuna.storages.RDBStorage(
-                    url,
-                    heartbeat_interval=interval,
-                    grace_period=grace,
-                    heartbeat_stale_trial_callback=retry,
-                )
-            except Exception as e:  # noqa: BLE001 -- see below
-                # workers starting together on an empty database race to create Optuna's
-                # tables: the loser's CREATE fails; the tables exist a moment later
-                if attempt == 2 or "already exists" not in str(e):
-                    raise
-                logger.debug("Optuna tables created concurrently, retrying: %s", _why(e))
-                time.sleep(0.5 + attempt)
-    raise AssertionError("unreachable")
-
-
-@contextmanager
-def _heartbeat(storage: Any, trial_id: int) -> Iterator[None]:
-    """Record the trial's heartbeat every interval while the block runs (what
-    ``Study.optimize`` does; inc_flow asks and tells itself)."""
-    interval = storage.get_heartbeat_interval() if hasattr(storage, "record_heartbeat") else None
-    if not interval:
-        yield
-        return
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            try:
-                storage.record_heartbeat(trial_id)
-            except Exception as e:  # noqa: BLE001 -- a lost beat: the next one may pass
-                logger.debug("heartbeat of trial id %s failed: %s", trial_id, e)
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, name=f"inc_flow-heartbeat-{trial_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 def tune(
@@ -201,14 +97,14 @@ class _Tuning:
         self.start = time.perf_counter()
         self.engine, self.evaluator, self.benchmark = engine, evaluator, benchmark
         self.settings = s = settings
-        self.checked = not s.performance_only
+        self.checked = s.checked
         if self.checked and evaluator is None:
-            raise ValueError("`evaluator` is required unless `performance_only` is set")
+            raise StudyError("`evaluator` is required unless `performance_only` is set")
         self.space = space or SearchSpace(
             tuple(engine.ops()), approach=s.approach, backends=s.backends
         )
         if (self.space.approach, self.space.backends) != (s.approach, s.backends):
-            raise ValueError(
+            raise PlanError(
                 f"`space` (approach={self.space.approach!r}, backends={self.space.backends}) "
                 f"must match `settings` (approach={s.approach!r}, backends={s.backends})"
             )
@@ -217,14 +113,10 @@ class _Tuning:
         self.first_pass_wins = s.timeout == 0 and not self.multi  # INC's exit policy
         self.storage_name = s.storage if s.storage == MEMORY_STORAGE else s.storage_url()
         self.warnings: list[str] = []
-        self.records: dict[int, TrialRecord] = {}
-        self.evaluated: dict[Plan, TrialRecord] = {}
         self.best_model: Any = None
         self.best_number: int | None = None
         self.stop_reason = ""
-        self.waiting = False
-        self.pending: set[Plan] = set()  # plans of trials running or queued (other workers)
-        self.heartbeat = heartbeat_enabled(self.storage_name)
+        self.heartbeat = st.heartbeat_enabled(self.storage_name)
 
     # --- setup ---------------------------------------------------------------------------
     def _open_study(self) -> optuna.Study:
@@ -232,85 +124,19 @@ class _Tuning:
         sampler, note = s.sampler()
         if note:
             self._warn(note)
-        storage: Any = s.storage_url()
-        if s.storage == MEMORY_STORAGE:
-            storage = optuna.storages.InMemoryStorage()
-        elif s.storage is None:
-            Path(s.workspace).mkdir(parents=True, exist_ok=True)
-        try:
-            if s.storage != MEMORY_STORAGE:
-                storage = open_storage(storage)
-            study = optuna.create_study(
-                storage=storage,
-                sampler=sampler,
-                study_name=s.study_name,
-                directions=s.directions(),
-                load_if_exists=True,
-            )
-        except Exception as e:  # noqa: BLE001 -- driver missing, server down, bad file
-            key = "tuning.storage" if s.storage else "tuning.workspace.path"
-            raise ConfigError(
-                key, f"cannot open the Optuna storage {self.storage_name!r}: {_why(e)}"
-            ) from e
-        wanted = [optuna.study.StudyDirection[d.upper()] for d in s.directions()]
-        # what makes stored values, constraints and states comparable with new ones
         identity = {
             "ops": [list(op) for op in self.space.ops],
             "approach": s.approach,
-            "objective": "multi_objective" if self.multi else s.objective,
+            "objective": s.scored_objective,
             "criterion": [s.relative, s.absolute, s.higher_is_better, self.checked],
         }
-        stored = study.user_attrs.get(SPACE_ATTR)
-        if study.directions != wanted or stored not in (None, identity):
-            raise ValueError(
-                f"study {s.study_name!r} in {self.storage_name} was created for other ops, "
-                "approach, objective or accuracy criterion; set another `study_name`"
-            )
-        if stored is None:
-            study.set_user_attr(SPACE_ATTR, identity)
+        study, self.storage = st.open_study(s, sampler, identity)
         return study
 
-    def _fail_stale(self) -> tuple[int, ...]:
-        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if self.heartbeat:
-            # another worker's trial not yet named is its heartbeat's business, not ours
-            running = [t for t in running if WORKER_ATTR in t.user_attrs]
-        failed = []
-        for number in (t.number for t in running if _is_stale(t)):
-            try:
-                self._tell(number, None, TrialState.FAIL)
-            except (ValueError, optuna.exceptions.UpdateFinishedTrialError):  # failed elsewhere
-                continue
-            failed.append(number)
-        stale = tuple(failed)
-        retry = self.heartbeat and self.settings.new_trials
-        callback = self.study._storage.get_heartbeat_stale_trial_callback() if retry else None
-        if callback is not None:  # the same retry as a heartbeat-stale trial gets
-            for number in stale:
-                callback(self.study, self.study.get_trials(deepcopy=True)[number])
-        if stale:
-            self._warn(f"trials {list(stale)} were left running by a stopped process: failed")
-        return stale
-
-    def _fail_heartbeat_stale(self) -> None:
-        """Fail trials whose worker stopped beating; the storage's callback retries them."""
-        if self.heartbeat and self.settings.new_trials:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(self.study)
-
-    def _dead(self) -> tuple[int, ...]:
-        """Failed trials with no record: their worker died (their MLflow runs are orphans)."""
-        return tuple(
-            t.number
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if RECORD_ATTR not in t.user_attrs
-        )
-
     def _baseline(self) -> tuple[float | None, float]:
-        stored = self.study.user_attrs.get(BASELINE_ATTR)
-        if stored and (stored["accuracy"] is not None or not self.checked):
-            return stored["accuracy"], stored["latency_ms"]
+        stored = st.stored_baseline(self.study)
+        if stored and (stored[0] is not None or not self.checked):
+            return stored
         accuracy = None
         fp32 = self.engine.fp32_model
         if self.checked:
@@ -319,7 +145,7 @@ class _Tuning:
             except IncFlowError:
                 raise
             except Exception as e:  # noqa: BLE001 -- user code: say which step failed
-                raise MetricError(f"evaluating the fp32 model failed: {_why(e)}") from e
+                raise MetricError(f"evaluating the fp32 model failed: {why(e)}") from e
             if not math.isfinite(accuracy):
                 raise MetricError(f"the fp32 model's metric is {accuracy}; cannot tune against it")
         try:
@@ -327,12 +153,12 @@ class _Tuning:
         except IncFlowError:
             raise
         except Exception as e:  # noqa: BLE001 -- e.g. example inputs the model cannot take
-            raise DataError(f"timing the fp32 model on example inputs failed: {_why(e)}") from e
-        self.study.set_user_attr(BASELINE_ATTR, {"accuracy": accuracy, "latency_ms": latency})
+            raise DataError(f"timing the fp32 model on example inputs failed: {why(e)}") from e
+        st.set_baseline(self.study, accuracy, latency)
         return accuracy, latency
 
     def _sensitivity(self) -> Mapping[str, float]:
-        scores = self.study.user_attrs.get(SENSITIVITY_ATTR)
+        scores = st.stored_sensitivity(self.study)
         if scores is None:
             try:
                 raw = self.engine.sensitivity(self.space.default_plan())
@@ -340,56 +166,8 @@ class _Tuning:
                 self._warn(f"sensitivity failed ({type(e).__name__}: {e}); using graph order")
                 return {}
             scores = {k: float(v) for k, v in raw.items() if not math.isnan(float(v))}
-            self.study.set_user_attr(SENSITIVITY_ATTR, scores)
+            st.set_sensitivity(self.study, scores)
         return scores
-
-    def _sync(self) -> int:
-        """Load records finished elsewhere (earlier runs, other workers); count finished trials."""
-        trials = self.study.get_trials(deepcopy=False)
-        for t in trials:
-            if (
-                t.state in _FINISHED
-                and t.number not in self.records
-                and RECORD_ATTR in t.user_attrs
-            ):
-                self._add(TrialRecord.from_dict(t.user_attrs[RECORD_ATTR]))
-        self.waiting = any(t.state == TrialState.WAITING for t in trials)
-        live = (TrialState.RUNNING, TrialState.WAITING)
-        self.pending = {p for t in trials if t.state in live for p in [self._plan_of(t)] if p}
-        return sum(t.state in _FINISHED for t in trials)
-
-    def _plan_of(self, trial: optuna.trial.FrozenTrial) -> Plan | None:
-        """The plan of a trial once all its params are known (enqueued ones: at once)."""
-        params = trial.system_attrs.get("fixed_params") or trial.params
-        if set(params) != set(self.space.choices()):
-            return None
-        try:
-            return self.space.plan_from_params(params)
-        except ValueError:
-            return None
-
-    def _wait_for_twin(self, plan: Plan, number: int) -> bool:
-        """Wait while an earlier trial of ``plan`` runs in another live worker of this host
-        (two workers can enqueue one seed at the same moment; other hosts' workers cannot be
-        known alive, so they are not waited for); True if there was such a trial."""
-        found = False
-        while True:
-            twins = [
-                t
-                for t in self.study.get_trials(deepcopy=False)
-                if t.number < number and t.number not in self.records and self._plan_of(t) == plan
-            ]
-            found = found or bool(twins)
-            running = [t for t in twins if t.state == TrialState.RUNNING and _runs_here(t)]
-            if not running:
-                return found
-            time.sleep(0.2)
-
-    def _add(self, record: TrialRecord) -> None:
-        record = replace(record, plan=self.space.canonical(record.plan))
-        self.records[record.number] = record
-        if record.state != "duplicate":
-            self.evaluated.setdefault(record.plan, record)
 
     # --- loop ----------------------------------------------------------------------------
     def run(self) -> TuneResult:
@@ -397,10 +175,13 @@ class _Tuning:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         _seed_torch(s.random_seed)
         self.study = self._open_study()
-        stale = self._fail_stale()
+        self.history = history = History(self.study, self.space)
+        stale = st.fail_stale(self.study, self.storage, self.heartbeat, s.new_trials, self._tell)
+        if stale:
+            self._warn(f"trials {list(stale)} were left running by a stopped process: failed")
         self.baseline, self.baseline_latency = self._baseline()
         self.required = s.required(self.baseline) if self.checked else None
-        self._sync()
+        history.sync()
         info = StudyInfo(
             settings=s,
             study_name=s.study_name,
@@ -409,65 +190,61 @@ class _Tuning:
             baseline_latency_ms=self.baseline_latency,
             required_accuracy=self.required,
             ops=self.space.ops,
-            resumed=tuple(self.records[n] for n in sorted(self.records)),
-            stale_trials=tuple(sorted(set(stale) | set(self._dead()))),
+            resumed=history.ordered(),
+            stale_trials=tuple(sorted(set(stale) | set(history.dead()))),
         )
         self.tracker.study_started(info)
-        basic = s.strategy in ("basic", "multi_objective") and self.checked
+        basic = s.strategy in (Strategy.BASIC, Strategy.MULTI_OBJECTIVE) and self.checked
         seeds = self.space.seeds(self._sensitivity, basic=basic)
         default = self.space.default_plan()
         while not self.stop_reason:
-            self._fail_heartbeat_stale()
-            n_done = self._sync()
-            if self.first_pass_wins and any(r.passed for r in self.records.values()):
+            if self.heartbeat and s.new_trials:
+                st.fail_heartbeat_stale(self.study)
+            n_done = history.sync()
+            if self.first_pass_wins and any(r.passed for r in history.records.values()):
                 self.stop_reason = "target met"
-            elif not self.checked and default in self.evaluated:
+            elif not self.checked and default in history.evaluated:
                 self.stop_reason = "performance_only"
             elif n_done >= s.max_trials:
                 self.stop_reason = "max_trials"
             elif s.timeout > 0 and time.perf_counter() - self.start >= s.timeout:
                 self.stop_reason = "timeout"
-            elif len(self.evaluated) >= self.space.n_plans():
+            elif len(history.evaluated) >= self.space.n_plans():
                 self.stop_reason = "space exhausted"
             elif not s.new_trials:
                 self.stop_reason = "finalize"
             else:
-                if not self.waiting:  # enqueue seeds one at a time: later ones stay lazy
-                    taken = self.evaluated.keys() | self.pending  # done, or running elsewhere
+                if not history.waiting:  # enqueue seeds one at a time: later ones stay lazy
+                    taken = history.evaluated.keys() | history.pending  # done, or running
                     seed = next(((ph, p) for ph, p in seeds if p not in taken), None)
                     if seed is not None:
-                        params = self.space.params_for(seed[1])
-                        self.study.enqueue_trial(params, user_attrs={PHASE_ATTR: seed[0]})
+                        st.enqueue(self.study, self.space.params_for(seed[1]), seed[0])
                 trial = self.study.ask()
                 try:
-                    with _heartbeat(self.study._storage, trial._trial_id):
+                    with st.heartbeat(self.storage, self.study, trial.number):
                         self._trial(trial)
                 except optuna.exceptions.UpdateFinishedTrialError as e:
                     # SQLite lets two workers pop the same waiting trial now and then; the
-                    # other worker finished it, and _sync picks its record up.
+                    # other worker finished it, and history.sync picks its record up.
                     logger.info("trial %d was finished by another worker: %s", trial.number, e)
         return self._finish(stale)
 
     def _trial(self, trial: optuna.Trial) -> None:
         t0 = time.perf_counter()
-        trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}")
+        st.set_worker(trial)
         plan = self.space.suggest(trial)
-        base = TrialRecord(
-            trial.number, plan, "error", trial.user_attrs.get(PHASE_ATTR, "sampler")
-        )
-        started = getattr(self.tracker, "trial_started", None)
-        if started is not None:
-            started(trial.number, plan)
-        prev = self.evaluated.get(plan)
-        if prev is None and self._wait_for_twin(plan, trial.number):
-            self._sync()  # the twin's record, if it finished with one
-            prev = self.evaluated.get(plan)
+        base = TrialRecord(trial.number, plan, TrialState.ERROR, st.phase_of(trial))
+        trial_started(self.tracker, trial.number, plan)
+        prev = self.history.evaluated.get(plan)
+        if prev is None and self.history.wait_for_twin(plan, trial.number):
+            self.history.sync()  # the twin's record, if it finished with one
+            prev = self.history.evaluated.get(plan)
         if prev is not None:
             record = replace(
                 prev,
                 number=trial.number,
                 phase=base.phase,
-                state="duplicate",
+                state=TrialState.DUPLICATE,
                 duplicate_of=prev.number,
                 eval_samples=0,
             )
@@ -487,16 +264,15 @@ class _Tuning:
                 if math.isnan(float(outcome.value)):
                     raise MetricError("the metric returned NaN")
             pruned = outcome is not None and outcome.stopped_early
-            perf = {} if pruned else self._measure(model)
+            perf = {} if pruned else measure(self.benchmark, model)
             latency = perf.get("latency_ms")
-            stats = getattr(self.engine, "statistics", None)
-            op_stats = stats(model).to_dict("records") if stats is not None else []
+            op_stats = op_statistics(self.engine, model)
         except Exception as e:  # noqa: BLE001 -- a broken plan must not end the study
             record = replace(base, failure_reason=f"{type(e).__name__}: {e}")
             return self._report(trial, record, record, None, t0)
         record = replace(
             base,
-            state="passed",
+            state=TrialState.PASSED,
             latency_ms=latency,
             model_size=size,
             int8_ops=int(n8),
@@ -513,63 +289,41 @@ class _Tuning:
         self, trial: optuna.Trial, record: TrialRecord, source: TrialRecord, model: Any, t0: float
     ) -> None:
         """Tell Optuna ``source``'s outcome for ``record``, then store and track ``record``."""
-        state, values = TrialState.FAIL, None
+        state, values = OptunaState.FAIL, None
         record = replace(
             record,
             calibration_passes=int(self.engine.calibration_passes),
             wall_time_s=time.perf_counter() - t0,
         )
         try:
-            if source.state != "error" and source.accuracy is not None:
+            if source.state != TrialState.ERROR and source.accuracy is not None:
                 miss = shortfall(self.required, source.accuracy, self.settings.higher_is_better)
                 # a pruned trial is infeasible even if the evaluator's partial value is not
                 trial.set_constraint(
-                    CONSTRAINT, max(miss, 1e-12) if source.state == "pruned" else miss
+                    CONSTRAINT, max(miss, 1e-12) if source.state == TrialState.PRUNED else miss
                 )
-            if source.state == "pruned":
-                state = TrialState.PRUNED
-            elif source.state != "error":
-                state, values = TrialState.COMPLETE, self._values(source)
-            trial.set_user_attr(RECORD_ATTR, record.to_dict())
+            if source.state == TrialState.PRUNED:
+                state = OptunaState.PRUNED
+            elif source.state != TrialState.ERROR:
+                state, values = OptunaState.COMPLETE, objective_values(source, self.settings)
+            st.set_record(trial, record)
             self._tell(trial, values, state)
         except optuna.exceptions.UpdateFinishedTrialError:
             # another worker saw no heartbeat for the grace period, failed it and queued a
             # retry, which will evaluate the plan again
             self._warn(f"trial {trial.number} was failed by another worker (no heartbeat)")
             return
-        self._add(record)
-        if record.passed and (
-            self.best_number is None
-            or self._key(record) < self._key(self.records[self.best_number])
-        ):
+        self.history.add(record)
+        best = None if self.best_number is None else self.history.records[self.best_number]
+        if record.passed and (best is None or self._rank(record) < self._rank(best)):
             self.best_model, self.best_number = model, record.number
         self.tracker.trial_finished(record)
 
-    def _measure(self, model: Any) -> dict[str, float]:
-        """Latency (the objective) and, when the benchmark offers them, the other figures."""
-        measure = getattr(self.benchmark, "measure", None)
-        if measure is None:
-            return {"latency_ms": float(self.benchmark.latency(model))}
-        return {k: float(v) for k, v in measure(model).items()}
-
-    def _values(self, r: TrialRecord) -> list[float]:
-        if self.multi:
-            return [r.accuracy, r.latency_ms]
-        if self.settings.objective == "accuracy" and self.checked:
-            return [r.accuracy]
-        return [float(r.model_size)] if self.settings.objective == "modelsize" else [r.latency_ms]
-
-    def _key(self, r: TrialRecord) -> tuple[float, int]:
-        """Sort key of passing records, best first."""
-        s = self.settings
-        if s.objective == "accuracy" and self.checked and not self.multi:
-            return (-r.accuracy if s.higher_is_better else r.accuracy, r.number)
-        if s.objective == "modelsize" and not self.multi:
-            return (r.model_size, r.number)
-        return (r.latency_ms, r.number)
+    def _rank(self, record: TrialRecord) -> tuple[float, int]:
+        return rank_key(record, self.settings)
 
     def _tell(
-        self, trial: optuna.Trial | int, values: list[float] | None, state: TrialState
+        self, trial: optuna.Trial | int, values: list[float] | None, state: OptunaState
     ) -> None:
         try:
             self.study.tell(trial, values, state=state)
@@ -582,12 +336,12 @@ class _Tuning:
 
     # --- result --------------------------------------------------------------------------
     def _finish(self, stale: tuple[int, ...]) -> TuneResult:
-        n_trials = self._sync()
-        records = tuple(self.records[n] for n in sorted(self.records))
+        n_trials = self.history.sync()
+        records = self.history.ordered()
         passed = [r for r in records if r.passed]
         best = None
         if passed:
-            best = passed[0] if self.first_pass_wins else min(passed, key=self._key)
+            best = passed[0] if self.first_pass_wins else min(passed, key=self._rank)
             if best.number != self.best_number:  # found by an earlier run or another worker
                 self.best_model = self.engine.build(best.plan)
         pareto: tuple[TrialRecord, ...] = ()

@@ -9,15 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from inc_flow.errors import PlanError
+from inc_flow.vocab import Approach, Backend, Framework, names
+
 PLAN_FORMAT_VERSION = 1
 
-APPROACHES = (
-    "post_training_static_quant",
-    "post_training_dynamic_quant",
-    "quant_aware_training",
-)
-BACKENDS = ("x86", "onednn", "fbgemm")
-FRAMEWORKS = ("pytorch_fx", "pytorch")
+# A plan's approach is a concrete one: ``auto`` is resolved (static, else dynamic) before.
+APPROACHES = tuple(a for a in names(Approach) if a != Approach.AUTO)
+BACKENDS = names(Backend)
+FRAMEWORKS = names(Framework)
 DTYPES = ("int8", "fp32")
 ACT_ALGORITHMS = ("minmax", "kl")
 SCHEMES = ("asym", "sym")
@@ -26,7 +26,7 @@ GRANULARITIES = ("per_channel", "per_tensor")
 
 def _check(name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
-        raise ValueError(f"`{name}` must be one of {list(allowed)}, got {name}={value!r}")
+        raise PlanError(f"`{name}` must be one of {list(allowed)}, got {name}={value!r}")
 
 
 @dataclass(frozen=True)
@@ -124,9 +124,9 @@ class Plan:
     """A whole-model plan: approach, backend, framework and one OpPlan per quantizable op."""
 
     ops: tuple[OpPlan, ...]
-    approach: str = "post_training_static_quant"
-    backend: str = "x86"
-    framework: str = "pytorch_fx"
+    approach: str = Approach.STATIC.value
+    backend: str = Backend.X86.value
+    framework: str = Framework.FX.value
 
     def __post_init__(self) -> None:
         _check("approach", self.approach, APPROACHES)
@@ -135,7 +135,7 @@ class Plan:
         names = [op.name for op in self.ops]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f"`ops` must have unique names, got duplicates {dup}")
+            raise PlanError(f"`ops` must have unique names, got duplicates {dup}")
 
     # --- views -------------------------------------------------------------------------
     def op(self, name: str) -> OpPlan:
@@ -198,7 +198,7 @@ class Plan:
     def from_dict(cls, data: dict[str, Any]) -> Plan:
         version = data.get("format_version", PLAN_FORMAT_VERSION)
         if version != PLAN_FORMAT_VERSION:
-            raise ValueError(
+            raise PlanError(
                 f"`format_version` must be {PLAN_FORMAT_VERSION}, got format_version={version!r}"
             )
         ops = tuple(OpPlan.from_dict(op) for op in data.get("ops", []))
@@ -213,17 +213,17 @@ class Plan:
             ops = tuple(op if op.quantized else replace(op, **ref.settings()) for op in ops)
         return cls(
             ops=ops,
-            approach=data.get("approach", "post_training_static_quant"),
-            backend=data.get("backend", "x86"),
-            framework=data.get("framework", "pytorch_fx"),
+            approach=data.get("approach", Approach.STATIC.value),
+            backend=data.get("backend", Backend.X86.value),
+            framework=data.get("framework", Framework.FX.value),
         )
 
 
 def default_plan(
     ops: list[tuple[str, str]],
-    approach: str = "post_training_static_quant",
-    backend: str = "x86",
-    framework: str = "pytorch_fx",
+    approach: str = Approach.STATIC.value,
+    backend: str = Backend.X86.value,
+    framework: str = Framework.FX.value,
     **op_settings: str,
 ) -> Plan:
     """All-int8 plan over ``ops`` given as (name, type) pairs."""

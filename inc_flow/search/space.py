@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from inc_flow.errors import PlanError
 from inc_flow.search.plan import (
     ACT_ALGORITHMS,
     APPROACHES,
@@ -32,8 +33,9 @@ from inc_flow.search.plan import (
     OpPlan,
     Plan,
 )
+from inc_flow.vocab import Approach, Backend, Framework
 
-DYNAMIC = "post_training_dynamic_quant"
+DYNAMIC = Approach.DYNAMIC
 OP_PREFIX = "op:"
 SEED_PHASES = ("default", "observer", "op_type", "single_op", "accumulated")
 
@@ -47,10 +49,10 @@ class TrialLike(Protocol):
 def _choices(name: str, values: Sequence[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
     values = tuple(dict.fromkeys(values))
     if not values:
-        raise ValueError(f"`{name}` must not be empty, got {name}={values!r}")
+        raise PlanError(f"`{name}` must not be empty, got {name}={values!r}")
     bad = [v for v in values if v not in allowed]
     if bad:
-        raise ValueError(f"`{name}` values must be in {list(allowed)}, got {name}={list(values)}")
+        raise PlanError(f"`{name}` values must be in {list(allowed)}, got {name}={list(values)}")
     return values
 
 
@@ -75,25 +77,23 @@ class SearchSpace:
     act_algorithms: tuple[str, ...] = ("minmax", "kl")
     weight_granularities: tuple[str, ...] = ("per_channel", "per_tensor")
     act_schemes: tuple[str, ...] = ("asym",)
-    backends: tuple[str, ...] = ("x86",)
-    approach: str = "post_training_static_quant"
-    framework: str = "pytorch_fx"
+    backends: tuple[str, ...] = (Backend.X86.value,)
+    approach: str = Approach.STATIC.value
+    framework: str = Framework.FX.value
 
     def __post_init__(self) -> None:
         ops = tuple((str(n), str(t)) for n, t in self.ops)
         names = [n for n, _ in ops]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
-            raise ValueError(f"`ops` must have unique names, got duplicates {dup}")
+            raise PlanError(f"`ops` must have unique names, got duplicates {dup}")
         unknown = sorted(set(self.allowed_dtypes) - set(names))
         if unknown:
-            raise ValueError(f"`allowed_dtypes` names unknown ops {unknown}")
+            raise PlanError(f"`allowed_dtypes` names unknown ops {unknown}")
         if self.approach not in APPROACHES:
-            raise ValueError(
-                f"`approach` must be one of {list(APPROACHES)}, got {self.approach!r}"
-            )
+            raise PlanError(f"`approach` must be one of {list(APPROACHES)}, got {self.approach!r}")
         if self.framework not in FRAMEWORKS:
-            raise ValueError(
+            raise PlanError(
                 f"`framework` must be one of {list(FRAMEWORKS)}, got {self.framework!r}"
             )
         dtypes = {
@@ -151,12 +151,12 @@ class SearchSpace:
         """Canonical plan from Optuna params; missing params take their default/fixed value."""
         unknown = sorted(set(params) - set(self.choices()))
         if unknown:
-            raise ValueError(f"unknown search parameters {unknown}")
+            raise PlanError(f"unknown search parameters {unknown}")
 
         def pick(name: str, values: tuple[str, ...]) -> str:
             value = params.get(name, values[0])
             if value not in values:
-                raise ValueError(f"`{name}` must be one of {list(values)}, got {name}={value!r}")
+                raise PlanError(f"`{name}` must be one of {list(values)}, got {name}={value!r}")
             return value
 
         settings = {
@@ -201,7 +201,7 @@ class SearchSpace:
     def canonical(self, plan: Plan) -> Plan:
         """The canonical form of ``plan`` (see the module docstring)."""
         if [(op.name, op.op_type) for op in plan.ops] != list(self.ops):
-            raise ValueError("`plan` ops do not match the search space ops")
+            raise PlanError("`plan` ops do not match the search space ops")
         first = next((op for op in plan.ops if op.quantized), None)
         if first is None:
             ref = self._default_op_settings()
