@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 
 from inc_flow.errors import IncFlowError, SaveLoadError
 from inc_flow.model import pyfunc as flavor
+from inc_flow.model import registry, requirements, signature
 from inc_flow.model.factory import build_model
 from inc_flow.model.output import QuantizedModel, load
 from inc_flow.quant import graph as fx
@@ -183,19 +184,19 @@ TAGS = {"backend": "x86", "approach": "post_training_static_quant", "study": "to
 
 
 def _register(uri: str, latency_ms: float, eval_data: str = "data-A", meets_target=True):
-    return flavor.register(
+    return registry.register(
         uri,
         NAME,
         {**SCORES, "latency_ms": latency_ms},
         TAGS,
         eval_data=eval_data,
-        criterion=flavor.canonical({"relative": 0.01, "higher_is_better": True}),
+        criterion=registry.canonical({"relative": 0.01, "higher_is_better": True}),
         meets_target=meets_target,
     )
 
 
 def _champion_version() -> str:
-    return str(mlflow.MlflowClient().get_model_version_by_alias(NAME, flavor.CHAMPION).version)
+    return str(mlflow.MlflowClient().get_model_version_by_alias(NAME, registry.CHAMPION).version)
 
 
 # --- decide_alias: a table -----------------------------------------------------------------
@@ -222,16 +223,16 @@ A = {"eval_data": "d1", "criterion": "c1", "latency_ms": 2.0, "meets_target": Tr
     ],
 )
 def test_decide_alias(new, current, alias):
-    assert flavor.decide_alias(new, current) == alias
+    assert registry.decide_alias(new, current) == alias
 
 
 def test_fingerprint_and_names_are_stable():
-    a = flavor.fingerprint({"dataset": {"FashionMNIST": {"train": False}}, "iteration": -1})
-    b = flavor.fingerprint({"iteration": -1, "dataset": {"FashionMNIST": {"train": False}}})
+    a = registry.fingerprint({"dataset": {"FashionMNIST": {"train": False}}, "iteration": -1})
+    b = registry.fingerprint({"iteration": -1, "dataset": {"FashionMNIST": {"train": False}}})
     assert a == b and a.startswith("sha256:") and len(a) == len("sha256:") + 16
-    assert a != flavor.fingerprint({"dataset": {"FashionMNIST": {"train": True}}})
-    assert flavor.registered_model_name("lenet") == "lenet-int8"
-    assert flavor.registered_model_name("lenet", "fashion") == "fashion"
+    assert a != registry.fingerprint({"dataset": {"FashionMNIST": {"train": True}}})
+    assert registry.registered_model_name("lenet") == "lenet-int8"
+    assert registry.registered_model_name("lenet", "fashion") == "fashion"
 
 
 # --- the pyfunc ----------------------------------------------------------------------------
@@ -270,9 +271,9 @@ def test_logged_model_ships_code_sidecar_and_exact_requirements(toy):
     assert {p.name for p in data.iterdir()} == {
         "best_configure.yaml",
         "best_model_weights.pt",
-        flavor.SIDECAR_FILE,
+        signature.SIDECAR_FILE,
     }
-    side = yaml.safe_load((data / flavor.SIDECAR_FILE).read_text())
+    side = yaml.safe_load((data / signature.SIDECAR_FILE).read_text())
     assert side["factory"] == FACTORY and side["input"] == {
         "shape": list(SHAPE),
         "dtype": "float32",
@@ -318,7 +319,7 @@ def test_factory_code_path_is_the_top_level_package():
 def _staged(toy, tmp_path) -> flavor.Int8PyfuncModel:
     toy.q.save(tmp_path / "data")
     side = {"format_version": 1, "factory": FACTORY, "input": {"shape": list(SHAPE)}}
-    (tmp_path / "data" / flavor.SIDECAR_FILE).write_text(yaml.safe_dump(side))
+    (tmp_path / "data" / signature.SIDECAR_FILE).write_text(yaml.safe_dump(side))
     return flavor._load_pyfunc(str(tmp_path / "data"))
 
 
@@ -386,7 +387,7 @@ def test_multi_input_model_from_the_registry(multi):
         (-1, 3),
     )
     local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
-    side = yaml.safe_load((local / "data" / flavor.DATA_DIR / flavor.SIDECAR_FILE).read_text())
+    side = yaml.safe_load((local / "data" / flavor.DATA_DIR / signature.SIDECAR_FILE).read_text())
     assert side["format_version"] == 2 and "input" not in side
     assert side["inputs"] == [
         {"name": "token_ids", "shape": [6], "dtype": "int64"},
@@ -395,7 +396,7 @@ def test_multi_input_model_from_the_registry(multi):
     reqs = (local / "requirements.txt").read_text().split()
     assert f"packaging=={importlib.metadata.version('packaging')}" in reqs  # read, not given
     assert "pyyaml>=6" in reqs and not [r for r in reqs if r.startswith("pyyaml==")]
-    assert flavor.factory_requirements(MULTI_FACTORY) == [
+    assert requirements.factory_requirements(MULTI_FACTORY) == [
         f"packaging=={importlib.metadata.version('packaging')}"
     ]
     example = json.loads((local / "serving_input_example.json").read_text())
@@ -410,7 +411,7 @@ def test_multi_input_model_from_the_registry(multi):
 
 
 def _register_as(name: str, uri: str):
-    return flavor.register(
+    return registry.register(
         uri, name, SCORES, TAGS, eval_data="d", criterion="c", meets_target=True
     )
 
@@ -444,7 +445,7 @@ def test_bad_multi_inputs_name_the_input(multi, tmp_path, bad, what):
             {"name": "features", "shape": [3], "dtype": "float32"},
         ],
     }
-    (tmp_path / "data" / flavor.SIDECAR_FILE).write_text(yaml.safe_dump(side))
+    (tmp_path / "data" / signature.SIDECAR_FILE).write_text(yaml.safe_dump(side))
     pyfunc = flavor._load_pyfunc(str(tmp_path / "data"))
     good = {"token_ids": multi.ids[:2], "features": multi.features[:2]}
     if isinstance(bad, dict):
@@ -483,8 +484,8 @@ def test_champion_moves_only_to_a_better_version(toy):
 
 
 def test_register_names_missing_scores():
-    with pytest.raises(flavor.RegistryError, match=r"\['latency_ms', 'study'\]"):
-        flavor.register(
+    with pytest.raises(registry.RegistryError, match=r"\['latency_ms', 'study'\]"):
+        registry.register(
             "models:/m-0",
             NAME,
             {"accuracy": 1.0, "relative_drop": 0.0},
@@ -561,28 +562,28 @@ def test_mlflow_models_serve_answers_good_and_bad_requests(toy, store, tmp_path,
 
 
 def test_sidecar_format_is_checked(tmp_path):
-    (tmp_path / flavor.SIDECAR_FILE).write_text("format_version: 9\n")
+    (tmp_path / signature.SIDECAR_FILE).write_text("format_version: 9\n")
     with pytest.raises(SaveLoadError, match="format_version 1"):
-        flavor.read_sidecar(tmp_path)
-    (tmp_path / flavor.SIDECAR_FILE).write_text(
+        signature.read_sidecar(tmp_path)
+    (tmp_path / signature.SIDECAR_FILE).write_text(
         textwrap.dedent("""\
             format_version: 1
             factory: a.b:C
             """)
     )
     with pytest.raises(SaveLoadError, match="malformed"):
-        flavor.read_sidecar(tmp_path)
+        signature.read_sidecar(tmp_path)
     two = [
         {"name": "x", "shape": [2], "dtype": "int64"},
         {"name": "m", "shape": [], "dtype": "bool"},
     ]
     side = {"format_version": 2, "factory": "a.b:C", "inputs": two}
-    (tmp_path / flavor.SIDECAR_FILE).write_text(yaml.safe_dump(side))
-    assert flavor.read_sidecar(tmp_path)["inputs"] == [
-        flavor.InputSpec("x", np.dtype(np.int64), (2,)),
-        flavor.InputSpec("m", np.dtype(bool), ()),
+    (tmp_path / signature.SIDECAR_FILE).write_text(yaml.safe_dump(side))
+    assert signature.read_sidecar(tmp_path)["inputs"] == [
+        signature.InputSpec("x", np.dtype(np.int64), (2,)),
+        signature.InputSpec("m", np.dtype(bool), ()),
     ]
     for inputs, what in (([two[0], two[0]], "unique"), ([{**two[0], "dtype": "str"}], "dtypes")):
-        (tmp_path / flavor.SIDECAR_FILE).write_text(yaml.safe_dump({**side, "inputs": inputs}))
+        (tmp_path / signature.SIDECAR_FILE).write_text(yaml.safe_dump({**side, "inputs": inputs}))
         with pytest.raises(SaveLoadError, match=f"malformed.*{what}"):
-            flavor.read_sidecar(tmp_path)
+            signature.read_sidecar(tmp_path)

@@ -28,6 +28,7 @@ from inc_flow.cli import main as cli_main
 from inc_flow.config.sections import Config
 from inc_flow.errors import ConfigError, SaveLoadError
 from inc_flow.model import pyfunc as flavor
+from inc_flow.model import signature
 from inc_flow.model.factory import build_model, import_factory
 from inc_flow.model.output import CONFIGURE_FILE, WEIGHTS_FILE, QuantizedModel
 from inc_flow.quant import graph as fx
@@ -96,7 +97,7 @@ def test_crafted_int8_weights_are_refused_by_load_stats_and_the_pyfunc_loader(
     with pytest.raises(SaveLoadError, match="weights_only=True.*nothing from it was executed"):
         load(out, SleepyNet())
     sidecar = {"format_version": 1, "factory": FACTORY, "input": {"shape": list(SHAPE)}}
-    (out / flavor.SIDECAR_FILE).write_text(yaml.safe_dump(sidecar))
+    (out / signature.SIDECAR_FILE).write_text(yaml.safe_dump(sidecar))
     with pytest.raises(SaveLoadError, match="weights_only=True"):
         flavor._load_pyfunc(str(out))  # what `mlflow.pyfunc.load_model` and serving call
     conf = tmp_path / "conf.yaml"
@@ -147,9 +148,9 @@ def test_python_tags_in_saved_yaml_files_are_refused(tmp_path, marker, tag):
     (out / CONFIGURE_FILE).write_text(f"evil: {tag.format(marker=marker)}\n{configure}")
     with pytest.raises(SaveLoadError, match="not valid yaml"):
         load(out, SleepyNet())
-    (out / flavor.SIDECAR_FILE).write_text(f"format_version: {tag.format(marker=marker)}\n")
+    (out / signature.SIDECAR_FILE).write_text(f"format_version: {tag.format(marker=marker)}\n")
     with pytest.raises(SaveLoadError, match="cannot read"):
-        flavor.read_sidecar(out)
+        signature.read_sidecar(out)
 
 
 # --- model.factory --------------------------------------------------------------------------

@@ -1,1 +1,2 @@
-"""The tuned model: output directory (save/load), model factory, pyfunc flavor, registry."""
+"""The tuned model: output directory (save/load), model factory, pyfunc flavor (signature and
+sidecar, pip requirements), registry."""

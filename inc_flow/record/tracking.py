@@ -380,6 +380,7 @@ class MlflowTracker:
             The registered ModelVersion, or None when the model could not be registered.
         """
         from inc_flow.model import pyfunc as flavor
+        from inc_flow.model import registry
 
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="inc_flow_best_") as tmp:
@@ -400,7 +401,7 @@ class MlflowTracker:
         if not result.accuracy_checked or best is None or best.accuracy is None:
             logger.warning("accuracy was not checked: the model is logged but not registered")
             return None
-        name = flavor.registered_model_name(
+        name = registry.registered_model_name(
             self.cfg.model.name, self.cfg.tracking.registered_model_name
         )
         metrics = {
@@ -412,7 +413,7 @@ class MlflowTracker:
         if result.speedup is not None:
             metrics["speedup"] = result.speedup
         crit = self.cfg.tuning.accuracy_criterion
-        version = flavor.register(
+        version = registry.register(
             info.model_uri,
             name,
             {k: v for k, v in metrics.items() if v is not None},
@@ -422,8 +423,8 @@ class MlflowTracker:
                 "study": result.study_name,
                 "run_id": self.parent_id,
             },
-            eval_data=flavor.fingerprint(eval_source),
-            criterion=flavor.canonical(crit.to_dict()),
+            eval_data=registry.fingerprint(eval_source),
+            criterion=registry.canonical(crit.to_dict()),
             meets_target=best.passed,
         )
         self.client.set_tag(self.parent_id, "inc_flow.registered_model", name)
