@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -23,6 +23,9 @@ from inc_flow.quant.evaluate import batch_size_of
 from inc_flow.quant.graph import calibrate, convert, list_ops, prepare
 from inc_flow.search.plan import Plan
 from inc_flow.vocab import Approach, Framework
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class FxEngine:
@@ -111,7 +114,8 @@ class FxEngine:
         return model
 
     # --- facts about a model -----------------------------------------------------------
-    def statistics(self, model: nn.Module):  # -> pandas.DataFrame
+    def statistics(self, model: nn.Module) -> pd.DataFrame:
+        """INC's Mixed Precision Statistics of a built model."""
         return stats.statistics_frame(stats.op_statistics(model, self.approach))
 
     def op_counts(self, model: nn.Module, plan: Plan | None = None) -> tuple[int, int]:
@@ -121,6 +125,7 @@ class FxEngine:
 
     @staticmethod
     def model_size(model: nn.Module) -> int:
+        """Serialized state-dict size of a built model, in bytes."""
         return stats.model_size(model)
 
     # --- sensitivity ---------------------------------------------------------------------

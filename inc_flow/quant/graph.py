@@ -5,7 +5,7 @@ A model FX cannot trace as a whole has its traceable sub-modules traced and quan
 one (INC 1.11+ behaviour); its untraceable quantizable leaves go through the eager wrappers
 of :mod:`inc_flow.quant.eager`. :func:`prepare` and :func:`convert` are also the entry
 points of eager mode (``framework: pytorch``), which they hand to that module. Another
-engine (PT2E, IPEX) would be a sibling of this module.
+quantization flow (PT2E, IPEX) would be a sibling of this module.
 """
 
 from __future__ import annotations
