@@ -52,7 +52,7 @@ from inc_flow.api import Outcome, as_config, quantize  # noqa: E402
 from inc_flow.config.sections import Config  # noqa: E402
 from inc_flow.data import build_dataloader, call_model, split_batch  # noqa: E402
 from inc_flow.metrics import TopK  # noqa: E402
-from inc_flow.quant.engine import Evaluator, repeat_batch  # noqa: E402
+from inc_flow.quant.evaluate import MetricEvaluator, repeat_batch  # noqa: E402
 from inc_flow.quant.latency import measure_latency  # noqa: E402
 
 with warnings.catch_warnings():
@@ -61,7 +61,7 @@ with warnings.catch_warnings():
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 # The torch.ao deprecation and quantized-tensor warnings repeat on every call; the same
-# messages inc_flow.fx filters.
+# messages inc_flow.quant.ao filters.
 _QUIET = (
     (r"torch\.ao\.quantization is deprecated", DeprecationWarning),
     (r"torch\.quantize_per_tensor, torch\.quantize_per_channel and other", UserWarning),
@@ -204,10 +204,10 @@ def fx_one_shot(model: nn.Module, cfg: Config) -> tuple[nn.Module, float]:
     return int8.eval(), time.perf_counter() - start
 
 
-def evaluator_for(cfg: Config) -> Evaluator:
+def evaluator_for(cfg: Config) -> MetricEvaluator:
     """The config's eval set and iteration cap with top-1, as inc_flow evaluates."""
     acc = cfg.evaluation.accuracy
-    return Evaluator(
+    return MetricEvaluator(
         dataloader=build_dataloader(acc.dataloader), metric=TopK(k=1), iteration=acc.iteration
     )
 

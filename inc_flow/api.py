@@ -38,7 +38,8 @@ from inc_flow.errors import ConfigError, DataError
 from inc_flow.metrics.build import apply_postprocess, build_metric, wants_reference
 from inc_flow.model.factory import build_model
 from inc_flow.model.output import QuantizedModel
-from inc_flow.quant.engine import Benchmark, Evaluator, FxEngine, batch_size_of
+from inc_flow.quant.engine import FxEngine
+from inc_flow.quant.evaluate import LatencyBenchmark, MetricEvaluator, batch_size_of
 from inc_flow.search.loop import tune
 from inc_flow.search.ports import Tracker
 from inc_flow.search.progress import LoggingTracker, MultiTracker
@@ -255,10 +256,10 @@ def quantize(
     evaluator = None
     higher = cfg.tuning.accuracy_criterion.higher_is_better
     if eval_func is not None:
-        evaluator = Evaluator(eval_func=eval_func, higher_is_better=higher)
+        evaluator = MetricEvaluator(eval_func=eval_func, higher_is_better=higher)
     elif eval_dataloader is not None and metric is not None:
         iteration = acc.iteration if acc is not None else -1
-        evaluator = Evaluator(
+        evaluator = MetricEvaluator(
             dataloader=eval_dataloader,
             metric=metric,
             postprocess=postprocess,
@@ -272,7 +273,7 @@ def quantize(
     example = _example_inputs(cfg, calib_dataloader, eval_dataloader)
     perf = cfg.evaluation.performance if cfg.evaluation is not None else None
     bench_batch = _bench_batch(cfg, eval_dataloader, example)
-    benchmark = Benchmark(
+    benchmark = LatencyBenchmark(
         example,
         batch_size=bench_batch,
         warmup=perf.warmup if perf is not None else 5,
@@ -340,7 +341,9 @@ def quantize(
     return Outcome(q_model=outcome_model, result=result, config=cfg, results=tuple(results))
 
 
-def _time_split(engine: FxEngine, evaluator: Evaluator | None, benchmark: Benchmark) -> dict:
+def _time_split(
+    engine: FxEngine, evaluator: MetricEvaluator | None, benchmark: LatencyBenchmark
+) -> dict:
     """Where the tuning time went, in seconds (this process's share of the study)."""
     return {
         "time_calibration_s": engine.calibration_seconds,

@@ -13,7 +13,7 @@ from inc_flow import quantize
 from inc_flow.config.sections import Config
 from inc_flow.errors import ConfigError, MetricError
 from inc_flow.metrics import MSE, CosineSimilarity, MultiMetric, TopK, build_metric
-from inc_flow.quant.engine import Evaluator
+from inc_flow.quant.evaluate import MetricEvaluator
 from tests.helpers import custom_data
 
 FACTORY = "tests.helpers.custom_data:blobs"
@@ -100,7 +100,7 @@ def test_compare_label_false_uses_fp32_outputs_as_labels():
     torch.manual_seed(0)
     fp32 = _mlp()
     data = [(torch.randn(4, 8), torch.zeros(4, dtype=torch.long)) for _ in range(3)]
-    evaluator = Evaluator(dataloader=data, metric=CosineSimilarity())
+    evaluator = MetricEvaluator(dataloader=data, metric=CosineSimilarity())
     evaluator.reference = fp32
     assert evaluator(fp32).value == pytest.approx(1.0)
     noisy = _mlp()
@@ -109,7 +109,7 @@ def test_compare_label_false_uses_fp32_outputs_as_labels():
     value = evaluator(noisy).value
     assert 0.0 < value < 0.999
     # the labels of the batches are zeros: with them, MSE would be the outputs' square
-    mse = Evaluator(dataloader=data, metric=MSE(compare_label=False))
+    mse = MetricEvaluator(dataloader=data, metric=MSE(compare_label=False))
     mse.reference = fp32
     assert mse(fp32).value == 0.0
 
@@ -119,14 +119,16 @@ def test_multi_metric_gives_each_metric_its_own_labels():
     x = torch.randn(6, 8)
     labels = model(x).argmax(1)
     multi = MultiMetric({"topk": TopK(1), "MSE": MSE(compare_label=False)})
-    evaluator = Evaluator(dataloader=[(x, labels)], metric=multi)
+    evaluator = MetricEvaluator(dataloader=[(x, labels)], metric=multi)
     evaluator.reference = model
     evaluator(model)
     assert multi.results() == {"topk": 1.0, "MSE": 0.0}
 
 
 def test_compare_label_false_without_a_reference_model_says_so():
-    evaluator = Evaluator(dataloader=[(torch.randn(2, 8), torch.zeros(2))], metric=MSE(False))
+    evaluator = MetricEvaluator(
+        dataloader=[(torch.randn(2, 8), torch.zeros(2))], metric=MSE(False)
+    )
     with pytest.raises(MetricError, match="fp32"):
         evaluator(_mlp())
 

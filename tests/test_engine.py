@@ -10,7 +10,8 @@ from inc_flow.common import DataLoader
 from inc_flow.data import DummyDataset
 from inc_flow.errors import DataError, MetricError
 from inc_flow.metrics import Accuracy, TopK
-from inc_flow.quant.engine import Benchmark, Evaluator, FxEngine, repeat_batch
+from inc_flow.quant.engine import FxEngine
+from inc_flow.quant.evaluate import LatencyBenchmark, MetricEvaluator, repeat_batch
 from inc_flow.search.plan import default_plan
 from tests.test_fx import TinyNet
 
@@ -61,7 +62,7 @@ def test_empty_calibration_loader_is_an_error(tiny):
 def test_early_rejection_is_exact(tiny):
     data = Labelled(tiny, n=100, agree=50)  # the model is right on the first 50 only
     loader = DataLoader(data, batch_size=10)
-    evaluator = Evaluator(dataloader=loader, metric=TopK(k=1))
+    evaluator = MetricEvaluator(dataloader=loader, metric=TopK(k=1))
     full = evaluator(tiny)
     assert (full.value, full.samples, full.total, full.stopped_early) == (0.5, 100, 100, False)
     # 0.5 is reachable: never rejected, even though the running accuracy drops to 0.5
@@ -79,18 +80,18 @@ def test_elementwise_accuracy_never_stops_early(tiny):
         def __getitem__(self, i):
             return torch.zeros(3), torch.ones(3)
 
-    evaluator = Evaluator(dataloader=DataLoader(Same(), batch_size=5), metric=Accuracy())
+    evaluator = MetricEvaluator(dataloader=DataLoader(Same(), batch_size=5), metric=Accuracy())
     outcome = evaluator(lambda x: torch.zeros_like(x), threshold=0.99)
     assert not outcome.stopped_early and outcome.value == 0.0
 
 
 def test_evaluator_needs_something_to_evaluate():
     with pytest.raises(MetricError, match="eval_func"):
-        Evaluator(dataloader=[1])
+        MetricEvaluator(dataloader=[1])
 
 
 def test_benchmark_measures_both_batches(tiny):
-    bench = Benchmark(torch.randn(3, 1, 20, 20), batch_size=8, warmup=1, iterations=3)
+    bench = LatencyBenchmark(torch.randn(3, 1, 20, 20), batch_size=8, warmup=1, iterations=3)
     assert bench.inputs_1.shape[0] == 1 and bench.inputs_n.shape[0] == 8
     out = bench.measure(tiny)
     assert out["latency_ms_b1"] > 0 and out["latency_ms_b8"] > 0

@@ -29,8 +29,10 @@ from inc_flow.model import pyfunc as flavor
 from inc_flow.model import registry, requirements, signature
 from inc_flow.model.factory import build_model
 from inc_flow.model.output import QuantizedModel, load
-from inc_flow.quant import graph as fx
+from inc_flow.quant.ao import quiet
+from inc_flow.quant.graph import calibrate, convert, list_ops, prepare
 from inc_flow.search.plan import default_plan
+from inc_flow.vocab import Approach
 from tests.helpers.http import free_port, post_json
 
 pytestmark = [
@@ -109,11 +111,13 @@ def toy(tmp_path_factory):
         torch.manual_seed(0)
         model = build_model(FACTORY)
         x = torch.randn(8, *SHAPE)
-        plan = default_plan(fx.list_ops(model, fx.STATIC), approach=fx.STATIC, backend="x86")
+        plan = default_plan(
+            list_ops(model, Approach.STATIC.value), approach=Approach.STATIC.value, backend="x86"
+        )
         plan = plan.with_fallback({"conv2"})
-        prepared = fx.prepare(model, plan.calibration_plan(), (x,))
-        fx.calibrate(prepared, [x], 8, lambda m, b: (m(b), b.shape[0])[1])
-        q = QuantizedModel(fx.convert(prepared, plan), plan, (x,), calibration_size=8)
+        prepared = prepare(model, plan.calibration_plan(), (x,))
+        calibrate(prepared, [x], 8, lambda m, b: (m(b), b.shape[0])[1])
+        q = QuantizedModel(convert(prepared, plan), plan, (x,), calibration_size=8)
         yield SimpleNamespace(q=q, package=root / TOY_PACKAGE, example=x.numpy())
 
 
@@ -125,13 +129,15 @@ def multi(toy):
     torch.manual_seed(0)
     model = build_model(MULTI_FACTORY)
     x = (torch.randint(0, 50, (8, 6)), torch.randn(8, 3))
-    plan = default_plan(fx.list_ops(model, fx.DYNAMIC), approach=fx.DYNAMIC, backend="x86")
-    q = QuantizedModel(fx.convert(fx.prepare(model, plan, x), plan), plan, x)
+    plan = default_plan(
+        list_ops(model, Approach.DYNAMIC.value), approach=Approach.DYNAMIC.value, backend="x86"
+    )
+    q = QuantizedModel(convert(prepare(model, plan, x), plan), plan, x)
     return SimpleNamespace(q=q, ids=x[0].numpy(), features=x[1].numpy())
 
 
 def _multi_outputs(multi, ids: np.ndarray, features: np.ndarray) -> np.ndarray:
-    with torch.no_grad(), fx.quiet():
+    with torch.no_grad(), quiet():
         return multi.q.model(torch.from_numpy(ids), torch.from_numpy(features)).numpy()
 
 
@@ -168,7 +174,7 @@ def _int8_outputs(q: QuantizedModel, x: np.ndarray) -> np.ndarray:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)  # the pyfunc's thread count
     try:
-        with torch.no_grad(), fx.quiet():
+        with torch.no_grad(), quiet():
             return q.model(torch.from_numpy(x)).numpy()
     finally:
         torch.set_num_threads(previous)
@@ -252,7 +258,7 @@ def test_pyfunc_from_registry_returns_the_int8_outputs_exactly(toy, tmp_path):
     assert np.array_equal(out, _int8_outputs(toy.q, x))
     toy.q.save(tmp_path / "output")
     reloaded = load(tmp_path / "output", build_model(FACTORY))
-    with torch.no_grad(), fx.quiet():
+    with torch.no_grad(), quiet():
         assert np.array_equal(out, reloaded(torch.from_numpy(x)).numpy())
 
     sig = model.metadata.signature
@@ -375,7 +381,7 @@ def test_multi_input_model_from_the_registry(multi):
     ids, features = multi.ids[:5], multi.features[:5]
     out = model.predict({"token_ids": ids, "features": features})
     assert out.shape == (5, 4) and np.array_equal(out, _multi_outputs(multi, ids, features))
-    with torch.no_grad(), fx.quiet():  # the int8 module itself, as rebuilt by the loader
+    with torch.no_grad(), quiet():  # the int8 module itself, as rebuilt by the loader
         raw = model.get_raw_model()(torch.from_numpy(ids), torch.from_numpy(features))
     assert np.array_equal(raw.numpy(), out)
 

@@ -9,12 +9,16 @@ import torchvision
 from torch import nn
 
 from inc_flow.errors import QuantizationError
-from inc_flow.quant import graph as fx
-from inc_flow.quant.stats import op_counts, statistics_frame
+from inc_flow.quant.ao import set_backend
+from inc_flow.quant.graph import calibrate, convert, list_ops, prepare, trace_targets
+from inc_flow.quant.mapping import plan_to_mapping, qconfig_for
+from inc_flow.quant.state import rebuild
+from inc_flow.quant.stats import op_counts, op_statistics, statistics_frame
 from inc_flow.search.plan import OpPlan, Plan, default_plan
+from inc_flow.vocab import Approach
 
 BACKENDS = ["x86", "onednn", "fbgemm"]
-STATIC, DYNAMIC, QAT = fx.STATIC, fx.DYNAMIC, fx.QAT
+STATIC, DYNAMIC, QAT = Approach.STATIC.value, Approach.DYNAMIC.value, Approach.QAT.value
 
 
 class TinyNet(nn.Module):
@@ -54,8 +58,8 @@ class NoOps(nn.Module):
 
 
 def _calibrated(model: nn.Module, plan: Plan, x: torch.Tensor) -> nn.Module:
-    prepared = fx.prepare(model, plan.calibration_plan(), (x,))
-    seen = fx.calibrate(prepared, [x, x], 2 * x.shape[0], lambda m, b: (m(b), b.shape[0])[1])
+    prepared = prepare(model, plan.calibration_plan(), (x,))
+    seen = calibrate(prepared, [x, x], 2 * x.shape[0], lambda m, b: (m(b), b.shape[0])[1])
     assert seen == 2 * x.shape[0]
     return prepared
 
@@ -73,33 +77,33 @@ def tiny() -> nn.Module:
 
 
 def test_list_ops_in_execution_order(tiny):
-    assert fx.list_ops(tiny) == [
+    assert list_ops(tiny) == [
         ("conv1", "Conv2d"),
         ("conv2", "Conv2d"),
         ("fc1", "Linear"),
         ("fc2", "Linear"),
     ]
-    assert fx.list_ops(tiny, DYNAMIC) == [("fc1", "Linear"), ("fc2", "Linear")]
-    assert [n for n, _ in fx.list_ops(tiny, STATIC, "pytorch")] == ["conv1", "conv2", "fc1", "fc2"]
+    assert list_ops(tiny, DYNAMIC) == [("fc1", "Linear"), ("fc2", "Linear")]
+    assert [n for n, _ in list_ops(tiny, STATIC, "pytorch")] == ["conv1", "conv2", "fc1", "fc2"]
 
 
 def test_no_quantizable_op_is_a_clear_error():
     with pytest.raises(QuantizationError, match="no quantizable op"):
-        fx.list_ops(NoOps())
+        list_ops(NoOps())
 
 
 def test_untraceable_model_uses_traceable_submodules(x):
     model = Untraceable().eval()
-    assert fx.trace_targets(model) == ["body", "head"]
-    ops = fx.list_ops(model)
+    assert trace_targets(model) == ["body", "head"]
+    ops = list_ops(model)
     assert [n for n, _ in ops] == ["body.conv1", "body.conv2", "body.fc1", "body.fc2", "head"]
     plan = default_plan(ops)
     prepared = _calibrated(model, plan, x)
     for p in (plan, plan.with_fallback({"body.fc1", "head"})):
-        q = fx.convert(prepared, p)
+        q = convert(prepared, p)
         y = q(x)
         assert torch.allclose(y, model(x), atol=0.2)
-        assert torch.equal(fx.rebuild(model, p, q.state_dict(), (x[:1],))(x), y)
+        assert torch.equal(rebuild(model, p, q.state_dict(), (x[:1],))(x), y)
 
 
 def test_nothing_traceable_names_the_module_and_reason():
@@ -120,37 +124,37 @@ def test_nothing_traceable_names_the_module_and_reason():
             return self.inner(x) if x.mean() > 0 else x
 
     # the Linear leaf still traces, so the model quantizes around the Python control flow
-    assert fx.trace_targets(Outer()) == ["inner.fc"]
+    assert trace_targets(Outer()) == ["inner.fc"]
 
     class Leafless(nn.Module):
         def forward(self, x):
             return x if x.sum() > 0 else -x
 
     with pytest.raises(QuantizationError, match=r"<root> \(Leafless\).*TraceError"):
-        fx.trace_targets(Leafless())
+        trace_targets(Leafless())
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("framework", ["pytorch_fx", "pytorch"])
 @pytest.mark.parametrize("approach", [STATIC, DYNAMIC])
 def test_plans_convert_and_rebuild_exactly(tiny, x, backend, framework, approach):
-    ops = fx.list_ops(tiny, approach, framework)
+    ops = list_ops(tiny, approach, framework)
     plan = default_plan(ops, approach=approach, backend=backend, framework=framework)
     prepared = _calibrated(tiny, plan, x)
     fallback = plan.with_fallback({ops[0][0]})
     for p in (plan, fallback):
-        q = fx.convert(prepared, p)
+        q = convert(prepared, p)
         y = q(x)
         assert (y - tiny(x)).abs().max() < 0.1
-        rebuilt = fx.rebuild(tiny, p, q.state_dict(), (x[:1],))
+        rebuilt = rebuild(tiny, p, q.state_dict(), (x[:1],))
         assert torch.equal(rebuilt(x), y)
-    rows = fx.op_statistics(fx.convert(prepared, fallback), approach)
+    rows = op_statistics(convert(prepared, fallback), approach)
     assert op_counts(statistics_frame(rows)) == (len(ops) - 1, 1)
     assert {r["Op Type"]: r["FP32"] for r in rows}[ops[0][1]] == 1
 
 
 def test_observer_settings_change_the_model(tiny, x):
-    ops = fx.list_ops(tiny)
+    ops = list_ops(tiny)
     outs = []
     for settings in (
         {},
@@ -159,9 +163,9 @@ def test_observer_settings_change_the_model(tiny, x):
         {"act_scheme": "sym"},
     ):
         plan = default_plan(ops, backend="onednn", **settings)
-        q = fx.convert(_calibrated(tiny, plan, x), plan)
+        q = convert(_calibrated(tiny, plan, x), plan)
         y = q(x)
-        assert torch.equal(fx.rebuild(tiny, plan, q.state_dict(), (x[:1],))(x), y)
+        assert torch.equal(rebuild(tiny, plan, q.state_dict(), (x[:1],))(x), y)
         outs.append(y)
     assert not torch.equal(outs[0], outs[1])
     assert not torch.equal(outs[0], outs[2])
@@ -169,15 +173,15 @@ def test_observer_settings_change_the_model(tiny, x):
 
 def test_qconfig_translation_is_pure():
     op = OpPlan("conv", "Conv2d", act_algorithm="kl", weight_granularity="per_tensor")
-    qc = fx.qconfig_for(op, "x86", STATIC)
+    qc = qconfig_for(op, "x86", STATIC)
     act, weight = qc.activation(), qc.weight()
     assert type(act).__name__ == "HistogramObserver"
     assert (act.quant_min, act.quant_max) == (0, 127)  # x86: 7-bit activations
     assert weight.qscheme == torch.per_tensor_symmetric
-    assert fx.qconfig_for(OpPlan("c", "Conv2d", dtype="fp32"), "x86", STATIC) is None
-    onednn = fx.qconfig_for(OpPlan("c", "Conv2d"), "onednn", STATIC).activation()
+    assert qconfig_for(OpPlan("c", "Conv2d", dtype="fp32"), "x86", STATIC) is None
+    onednn = qconfig_for(OpPlan("c", "Conv2d"), "onednn", STATIC).activation()
     assert (onednn.quant_min, onednn.quant_max) == (0, 255)
-    mapping = fx.plan_to_mapping(
+    mapping = plan_to_mapping(
         default_plan([("a", "Conv2d"), ("b", "Linear")]).with_fallback({"b"})
     )
     assert mapping.module_name_qconfigs["b"] is None
@@ -197,9 +201,9 @@ def test_qat_trains_then_converts_with_fallbacks(x, framework):
             return self.fc(torch.flatten(F.relu(self.bn(self.conv(x))), 1))
 
     model = ConvBn().eval()
-    ops = fx.list_ops(model, QAT, framework)
+    ops = list_ops(model, QAT, framework)
     plan = default_plan(ops, approach=QAT, framework=framework)
-    prepared = fx.prepare(model, plan, (x,))
+    prepared = prepare(model, plan, (x,))
     assert prepared.training
     opt = torch.optim.SGD(prepared.parameters(), lr=0.01)
     for _ in range(3):
@@ -209,9 +213,9 @@ def test_qat_trains_then_converts_with_fallbacks(x, framework):
         opt.step()
     prepared.eval()
     for p in (plan, plan.with_fallback({"conv"})):
-        q = fx.convert(prepared, p)
+        q = convert(prepared, p)
         y = q(x)
-        assert torch.equal(fx.rebuild(model, p, q.state_dict(), (x[:1],))(x), y)
+        assert torch.equal(rebuild(model, p, q.state_dict(), (x[:1],))(x), y)
 
 
 @pytest.mark.slow
@@ -220,30 +224,30 @@ def test_resnet18_on_each_backend(backend):
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10).eval()
     x = torch.randn(2, 3, 64, 64)
-    ops = fx.list_ops(model)
+    ops = list_ops(model)
     assert len(ops) == 21 and ops[0] == ("conv1", "Conv2d") and ops[-1] == ("fc", "Linear")
     plan = default_plan(ops, backend=backend)
     prepared = _calibrated(model, plan, x)
-    q = fx.convert(prepared, plan.with_fallback({"layer1.0.conv1"}))
+    q = convert(prepared, plan.with_fallback({"layer1.0.conv1"}))
     y = q(x)
     assert torch.equal(
-        fx.rebuild(model, plan.with_fallback({"layer1.0.conv1"}), q.state_dict(), (x[:1],))(x), y
+        rebuild(model, plan.with_fallback({"layer1.0.conv1"}), q.state_dict(), (x[:1],))(x), y
     )
-    stats = {r["Op Type"]: r for r in fx.op_statistics(q)}
+    stats = {r["Op Type"]: r for r in op_statistics(q)}
     assert stats["ConvReLU2d"]["INT8"] + stats["Conv2d"]["INT8"] == 19
     assert stats["Conv2d"]["FP32"] == 1
 
 
 def test_mismatched_state_dict_is_refused(tiny, x):
-    ops = fx.list_ops(tiny)
+    ops = list_ops(tiny)
     plan = default_plan(ops)
-    q = fx.convert(_calibrated(tiny, plan, x), plan)
+    q = convert(_calibrated(tiny, plan, x), plan)
     state = q.state_dict()
     other = plan.with_fallback({"fc2"})
     with pytest.raises(QuantizationError, match="do not match"):
-        fx.rebuild(tiny, other, state, (x[:1],))
+        rebuild(tiny, other, state, (x[:1],))
 
 
 def test_unsupported_engine_is_named():
     with pytest.raises(QuantizationError, match="qnnpackx"):
-        fx.set_engine("qnnpackx")
+        set_backend("qnnpackx")

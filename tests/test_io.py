@@ -12,36 +12,37 @@ from torch import nn
 
 from inc_flow.errors import SaveLoadError
 from inc_flow.model.output import CONFIGURE_FILE, WEIGHTS_FILE, QuantizedModel, load, read_weights
-from inc_flow.quant import graph as fx
+from inc_flow.quant.graph import calibrate, convert, list_ops, prepare
 from inc_flow.search.plan import Plan, default_plan
+from inc_flow.vocab import Approach
 from tests.test_fx import TinyNet
 
 
 def _quantized(
-    approach: str = fx.STATIC, backend: str = "x86", fallback=(), **settings
+    approach: str = Approach.STATIC.value, backend: str = "x86", fallback=(), **settings
 ) -> QuantizedModel:
     torch.manual_seed(0)
     model = TinyNet().eval()
     x = torch.randn(4, 1, 20, 20)
-    ops = fx.list_ops(model, approach)
+    ops = list_ops(model, approach)
     plan = default_plan(ops, approach=approach, backend=backend, **settings)
     plan = plan.with_fallback(set(fallback))
-    prepared = fx.prepare(model, plan.calibration_plan(), (x,))
-    fx.calibrate(prepared, [x], 4, lambda m, b: (m(b), b.shape[0])[1])
-    return QuantizedModel(fx.convert(prepared, plan), plan, (x,), calibration_size=4)
+    prepared = prepare(model, plan.calibration_plan(), (x,))
+    calibrate(prepared, [x], 4, lambda m, b: (m(b), b.shape[0])[1])
+    return QuantizedModel(convert(prepared, plan), plan, (x,), calibration_size=4)
 
 
 @pytest.mark.parametrize(
     ("approach", "backend", "fallback", "settings"),
     [
-        (fx.STATIC, "x86", (), {}),
-        (fx.STATIC, "onednn", ("conv2",), {}),
-        (fx.STATIC, "fbgemm", ("fc2",), {}),
-        (fx.DYNAMIC, "x86", ("fc1",), {}),
+        (Approach.STATIC.value, "x86", (), {}),
+        (Approach.STATIC.value, "onednn", ("conv2",), {}),
+        (Approach.STATIC.value, "fbgemm", ("fc2",), {}),
+        (Approach.DYNAMIC.value, "x86", ("fc1",), {}),
         # the first op fp32 under non-default observers: the file stores it as {dtype: fp32},
         # and load must still prepare with the plan's per-tensor / kl settings
-        (fx.STATIC, "x86", ("conv1",), {"weight_granularity": "per_tensor"}),
-        (fx.STATIC, "x86", ("conv1",), {"act_algorithm": "kl"}),
+        (Approach.STATIC.value, "x86", ("conv1",), {"weight_granularity": "per_tensor"}),
+        (Approach.STATIC.value, "x86", ("conv1",), {"act_algorithm": "kl"}),
     ],
 )
 def test_save_then_load_gives_identical_outputs(tmp_path, approach, backend, fallback, settings):

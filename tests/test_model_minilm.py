@@ -30,8 +30,9 @@ from inc_flow import common, load, quantize  # noqa: E402
 from inc_flow.data import call_model, split_batch  # noqa: E402
 from inc_flow.errors import ConfigError  # noqa: E402
 from inc_flow.model.factory import build_model  # noqa: E402
-from inc_flow.quant import graph as fx  # noqa: E402
+from inc_flow.quant.graph import convert, list_ops, prepare, trace_targets  # noqa: E402
 from inc_flow.search.plan import default_plan  # noqa: E402
+from inc_flow.vocab import Approach  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DYNAMIC_LINEAR = torch.ao.nn.quantized.dynamic.Linear
@@ -114,11 +115,11 @@ def test_missing_extra_is_a_clear_config_error(monkeypatch):
 
 
 def test_fx_sub_module_fallback_lists_each_linear_by_name(fp32):
-    targets = fx.trace_targets(fp32)
+    targets = trace_targets(fp32)
     assert "" not in targets and "bert" not in targets  # the model does not trace whole
     assert f"{LAYER0}intermediate" in targets  # FX graph: Linear + GELU
     assert f"{LAYER0}attention.self.query" in targets  # eager Linear leaf
-    ops = fx.list_ops(fp32, fx.DYNAMIC, "pytorch_fx")
+    ops = list_ops(fp32, Approach.DYNAMIC.value, "pytorch_fx")
     assert len(ops) == NUM_LINEAR and {t for _, t in ops} == {"Linear"}
     assert [n for n, _ in ops[:6]] == [
         f"{LAYER0}attention.self.query",
@@ -133,16 +134,16 @@ def test_fx_sub_module_fallback_lists_each_linear_by_name(fp32):
 def test_a_named_linear_kept_fp32_stays_a_plain_linear(fp32, eval_batch, reference):
     """FX with sub-module fallback: one Linear inside a traced sub-module and one eager
     Linear leaf kept fp32. All int8 misses the target, the FFN output in fp32 meets it."""
-    ops = fx.list_ops(fp32, fx.DYNAMIC, "pytorch_fx")
+    ops = list_ops(fp32, Approach.DYNAMIC.value, "pytorch_fx")
     names = [n for n, _ in ops]
-    all_int8 = default_plan(ops, approach=fx.DYNAMIC, backend="x86")
-    prepared = fx.prepare(fp32, all_int8, tuple(t[:1] for t in eval_batch))
-    model = fx.convert(prepared, all_int8)
+    all_int8 = default_plan(ops, approach=Approach.DYNAMIC.value, backend="x86")
+    prepared = prepare(fp32, all_int8, tuple(t[:1] for t in eval_batch))
+    model = convert(prepared, all_int8)
     assert_linear_precisions(model, set(), names)
     assert agreement(model, eval_batch, reference) < TARGET
 
     keep = {FFN_OUT0, "bert.encoder.layer.2.attention.self.query"}
-    model = fx.convert(prepared, all_int8.with_fallback(keep))
+    model = convert(prepared, all_int8.with_fallback(keep))
     assert isinstance(model.get_submodule(f"{LAYER0}output"), torch.fx.GraphModule)
     assert_linear_precisions(model, keep, names)
     assert TARGET <= agreement(model, eval_batch, reference) < 1.0

@@ -36,7 +36,7 @@ from inc_flow.common import DataLoader
 from inc_flow.data import FashionMNIST, Normalize
 from inc_flow.errors import ConfigError
 from inc_flow.model.output import CONFIGURE_FILE
-from inc_flow.quant import graph as fx
+from inc_flow.quant.graph import list_ops
 
 ROOT = Path(__file__).resolve().parents[1]
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -70,7 +70,7 @@ def test_the_adapted_model_takes_one_channel_28x28_at_full_resolution():
     with torch.no_grad():
         assert model.features[0](torch.zeros(2, 1, 28, 28)).shape == (2, 32, 28, 28)
         assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    ops = fx.list_ops(model)
+    ops = list_ops(model)
     assert [t for _, t in ops].count("Conv2d") == 52 and ops[-1] == ("classifier.1", "Linear")
     assert ops[0] == ("features.0.0", "Conv2d")
 

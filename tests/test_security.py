@@ -31,9 +31,10 @@ from inc_flow.model import pyfunc as flavor
 from inc_flow.model import signature
 from inc_flow.model.factory import build_model, import_factory
 from inc_flow.model.output import CONFIGURE_FILE, WEIGHTS_FILE, QuantizedModel
-from inc_flow.quant import graph as fx
+from inc_flow.quant.graph import calibrate, convert, list_ops, prepare
 from inc_flow.search.plan import default_plan
 from inc_flow.search.progress import LoggingTracker
+from inc_flow.vocab import Approach
 from tests.helpers.http import free_port, post_json
 from tests.helpers.stores import mlflow_template, prepare_mlflow
 from tests.helpers.toy import SHAPE, SleepyNet
@@ -71,10 +72,12 @@ def _int8() -> QuantizedModel:
     torch.manual_seed(0)
     model = SleepyNet().eval()
     x = torch.randn(8, *SHAPE)
-    plan = default_plan(fx.list_ops(model, fx.STATIC), approach=fx.STATIC, backend="x86")
-    prepared = fx.prepare(model, plan.calibration_plan(), (x,))
-    fx.calibrate(prepared, [x], 8, lambda m, b: (m(b), b.shape[0])[1])
-    return QuantizedModel(fx.convert(prepared, plan), plan, (x,), calibration_size=8)
+    plan = default_plan(
+        list_ops(model, Approach.STATIC.value), approach=Approach.STATIC.value, backend="x86"
+    )
+    prepared = prepare(model, plan.calibration_plan(), (x,))
+    calibrate(prepared, [x], 8, lambda m, b: (m(b), b.shape[0])[1])
+    return QuantizedModel(convert(prepared, plan), plan, (x,), calibration_size=8)
 
 
 def _write_payload(path: Path, marker: Path, kind: str) -> None:

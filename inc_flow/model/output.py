@@ -19,8 +19,9 @@ import yaml
 from torch import nn
 
 from inc_flow.errors import SaveLoadError
-from inc_flow.quant import graph as fx
-from inc_flow.quant.stats import format_statistics, statistics_frame
+from inc_flow.quant.ao import quiet
+from inc_flow.quant.state import plain_state_dict, rebuild
+from inc_flow.quant.stats import format_statistics, op_statistics, statistics_frame
 from inc_flow.search.plan import Plan
 
 CONFIGURE_FILE = "best_configure.yaml"
@@ -83,7 +84,7 @@ class QuantizedModel:
     @property
     def statistics(self):  # -> pandas.DataFrame
         """Mixed Precision Statistics of the int8 model."""
-        return statistics_frame(fx.op_statistics(self.model, self.plan.approach))
+        return statistics_frame(op_statistics(self.model, self.plan.approach))
 
     def statistics_lines(self) -> list[str]:
         return format_statistics(self.statistics)
@@ -110,8 +111,8 @@ class QuantizedModel:
             out.mkdir(parents=True, exist_ok=True)
             text = yaml.safe_dump(self.configure(), sort_keys=False)
             (out / CONFIGURE_FILE).write_text(text)
-            with fx.quiet():
-                torch.save(fx.plain_state_dict(self.model.state_dict()), out / WEIGHTS_FILE)
+            with quiet():
+                torch.save(plain_state_dict(self.model.state_dict()), out / WEIGHTS_FILE)
         except OSError as e:
             raise SaveLoadError(f"cannot write the output directory {str(out)!r}: {e}") from e
         return out
@@ -171,7 +172,7 @@ def read_weights(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise SaveLoadError(f"no weights file at {str(path)!r}")
     try:
-        with fx.quiet():
+        with quiet():
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises several kinds; all mean "refused"
         raise SaveLoadError(
@@ -215,7 +216,7 @@ def load(
     state = read_weights(Path(checkpoint_dir) / WEIGHTS_FILE)
     inputs = make_inputs(data.get("example_inputs") or [])
     try:
-        return fx.rebuild(model.eval(), plan, state, inputs)
+        return rebuild(model.eval(), plan, state, inputs)
     except Exception as e:  # noqa: BLE001 - re-raised with what was being loaded
         raise SaveLoadError(
             f"cannot rebuild the int8 model from {str(checkpoint_dir)!r} on "

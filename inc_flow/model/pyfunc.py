@@ -53,7 +53,7 @@ from inc_flow.model.signature import (
     sidecar_data,
     supported_dtype,
 )
-from inc_flow.quant import graph as fx
+from inc_flow.quant.ao import quiet, set_backend
 
 LOADER_MODULE = __name__  # "inc_flow.model.pyfunc"
 PACKAGE_DIR = (
@@ -123,8 +123,8 @@ class Int8PyfuncModel:
         """
         del params  # the model takes none; accepted because MLflow passes them
         tensors = [torch.from_numpy(a) for a in self._arrays(model_input)]
-        with torch.no_grad(), _threads(self.threads), fx.quiet():
-            fx.set_engine(self.backend)
+        with torch.no_grad(), _threads(self.threads), quiet():
+            set_backend(self.backend)
             out = self.model(*tensors)
         if not isinstance(out, torch.Tensor):
             raise IncFlowError(f"the int8 model returned {type(out).__name__}, not a tensor")
@@ -317,7 +317,7 @@ def log_model(
         )
         out = pyfunc.predict(example)
         if in_memory is not None:
-            with torch.no_grad(), _threads(threads), fx.quiet():
+            with torch.no_grad(), _threads(threads), quiet():
                 ref = in_memory.model(*(torch.from_numpy(a.copy()) for a in examples))
             if not isinstance(ref, torch.Tensor) or not np.array_equal(
                 out, (ref.dequantize() if ref.is_quantized else ref).numpy()

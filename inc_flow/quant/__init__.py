@@ -1,2 +1,3 @@
-"""The only home of torch.ao: plan -> QConfigMapping, FX and eager graphs, int8 state,
-op statistics, and the engine that builds, calibrates and converts plans."""
+"""The only home of torch.ao: ``ao`` (torch.ao names, warning filters, kernel library),
+``mapping`` (plan -> QConfigMapping), ``graph`` (FX), ``eager``, ``state`` (int8 state dict),
+``stats``, ``engine`` (builds and calibrates plans) and ``evaluate`` (accuracy, latency)."""

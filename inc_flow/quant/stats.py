@@ -1,16 +1,74 @@
-"""INC's "Mixed Precision Statistics" table: op type x Total / INT8 / FP32."""
+"""Facts about a built model: INC's "Mixed Precision Statistics" (op type x Total / INT8 /
+FP32), counted from the model and formatted as INC prints it, and its serialized size."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pandas as pd
+import torch
+from torch import nn
+
+from inc_flow.quant.ao import DeQuantize, Quantize, quiet
+from inc_flow.quant.mapping import quantizable_types
+from inc_flow.vocab import Approach
 
 COLUMNS = ["Op Type", "Total", "INT8", "FP32"]
 
 
+def _is_int8_module(module: nn.Module) -> bool:
+    return type(module).__module__.startswith(
+        ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")
+    )
+
+
+def op_statistics(
+    model: nn.Module, approach: Approach | str = Approach.STATIC
+) -> list[dict[str, Any]]:
+    """INC's Mixed Precision Statistics rows: op type, Total, INT8, FP32."""
+    counts: dict[str, list[int]] = {}
+
+    def add(op_type: str, int8: bool) -> None:
+        row = counts.setdefault(op_type, [0, 0])
+        row[0 if int8 else 1] += 1
+
+    fp32_types = quantizable_types(approach)
+    for _name, mod in model.named_modules():
+        if isinstance(mod, torch.fx.GraphModule):
+            for node in mod.graph.nodes:
+                if node.op == "call_function":
+                    target = str(node.target)
+                    fname = getattr(node.target, "__name__", target)
+                    if fname in ("quantize_per_tensor", "quantize_per_channel"):
+                        add(fname, True)
+                    elif target.startswith("quantized."):
+                        add(target.split(".")[1], True)
+                elif node.op == "call_method" and node.target == "dequantize":
+                    add("dequantize", True)
+        elif isinstance(mod, Quantize):
+            add("quantize_per_tensor", True)
+        elif isinstance(mod, DeQuantize):
+            add("dequantize", True)
+        elif _is_int8_module(mod) and not type(mod).__name__.endswith("PackedParams"):
+            add(type(mod).__name__, True)
+        elif isinstance(mod, fp32_types):
+            add(type(mod).__name__, False)
+    return [
+        {"Op Type": k, "Total": v[0] + v[1], "INT8": v[0], "FP32": v[1]} for k, v in counts.items()
+    ]
+
+
+def model_size(model: nn.Module) -> int:
+    """Serialized state-dict size in bytes."""
+    buf = io.BytesIO()
+    with quiet():
+        torch.save(model.state_dict(), buf)
+    return buf.tell()
+
+
 def statistics_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows from `graph.op_statistics` as a DataFrame in INC's column order."""
+    """Rows from :func:`op_statistics` as a DataFrame in INC's column order."""
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         return frame
