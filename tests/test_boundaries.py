@@ -20,7 +20,7 @@ def test_only_fx_imports_torch_ao_quantization():
 
 
 def test_mlflow_stays_out_of_the_core():
-    allowed = {"tracking.py", "pyfunc.py", "cli.py", "rows.py"}  # report.py: fetch only
+    allowed = {"tracking.py", "fetch.py", "pyfunc.py", "cli.py"}
     assert _importers(r"mlflow") <= allowed
 
 
