@@ -1,6 +1,7 @@
-"""Study report and study comparison as single, self-contained HTML files.
+"""Study report and study comparison as single, self-contained HTML pages.
 
-Rows come from :mod:`inc_flow.record.rows`; this module only lays them out. Styles are inline and
+Rows come from :mod:`inc_flow.record.rows`; this module only lays them out
+(:mod:`inc_flow.record.report` fetches the studies and writes the files). Styles are inline and
 plots are inline SVG, so a file opens offline, from an e-mail or inside the MLflow UI's
 artifact viewer: nothing is fetched at view time and there is no JavaScript.
 """
@@ -8,17 +9,14 @@ artifact viewer: nothing is fetched at view time and there is no JavaScript.
 from __future__ import annotations
 
 import html
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from dashboards import charts
 from inc_flow.record import rows as report
 from inc_flow.record.rows import StudyRuns
 
-ARTIFACT = "report.html"  # the report's name on the parent run
+from . import charts
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px;
@@ -300,57 +298,3 @@ def comparison_html(studies: Sequence[StudyRuns]) -> str:
     experiments = sorted({r["experiment"] for r in rows})
     subtitle = f"{len(rows)} studies from experiments {', '.join(experiments)}"
     return _page("inc_flow study comparison", subtitle, body)
-
-
-# --- files -----------------------------------------------------------------------------------
-
-
-def write_report(
-    output: str | Path, experiment: str | None, run_id: str | None = None, client: Any = None
-) -> Path:
-    """Fetch one study (default: the experiment's latest) and write its report to ``output``."""
-    study = report.fetch_study(experiment, run_id or None, client)
-    return _write(output, study_html(study))
-
-
-def write_comparison(
-    output: str | Path,
-    experiments: Sequence[str] = (),
-    run_ids: Sequence[str] = (),
-    client: Any = None,
-) -> Path:
-    """Fetch every study of ``experiments`` and each parent run in ``run_ids``; write the
-    comparison to ``output``."""
-    studies = report.fetch_studies(experiments, run_ids, client)
-    return _write(output, comparison_html(studies))
-
-
-def log_report(
-    client: Any, parent_run_id: str, experiment: str | None, directory: str | Path | None = None
-) -> Path:
-    """Write the study's report and log it as ``report.html`` on its parent run.
-
-    Args:
-        client: an ``MlflowClient`` (None: one for the current tracking URI).
-        parent_run_id: the study's parent run (may still be RUNNING).
-        experiment: the parent run's experiment name (None: looked up from the run).
-        directory: where the file is kept (default: a new temporary directory).
-
-    Returns:
-        The written file.
-    """
-    if client is None:
-        from mlflow import MlflowClient
-
-        client = MlflowClient()
-    folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp("_report"))
-    path = write_report(folder / ARTIFACT, experiment, parent_run_id, client)
-    client.log_artifact(parent_run_id, str(path))
-    return path
-
-
-def _write(output: str | Path, text: str) -> Path:
-    path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path

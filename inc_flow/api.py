@@ -365,7 +365,7 @@ def _eval_source(cfg: Config, eval_func: Any) -> str:
 def _log_report(recorder: Any) -> None:
     """The study's HTML dashboard on its parent run; a report failure never fails tuning."""
     try:
-        from dashboards.report import log_report
+        from inc_flow.record.report import log_report
 
         log_report(recorder.client, recorder.parent_id, None)
     except Exception as e:  # noqa: BLE001 - the report is a view of a record already kept

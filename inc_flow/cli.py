@@ -126,7 +126,7 @@ def _log_to_project_run(client, path: Path) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from dashboards import write_report
+    from inc_flow.record.report import write_report
 
     if not args.experiment and not args.run:
         raise IncFlowError("report needs --experiment NAME, --run PARENT_RUN_ID or both")
@@ -138,7 +138,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from dashboards import write_comparison
+    from inc_flow.record.report import write_comparison
 
     experiments = [e for e in args.experiment if e]
     runs = [r for r in args.run if r]

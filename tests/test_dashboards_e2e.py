@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 from mlflow import MlflowClient
 
-from dashboards import log_report, write_comparison
-from inc_flow.record import rows as report
+from inc_flow.record import fetch
+from inc_flow.record.report import log_report, write_comparison
 from tests.test_report import _tiny
 
 CHROMIUM = shutil.which("chromium")
@@ -178,14 +178,14 @@ def studies(tmp_path, mlflow_tracking) -> str:
     _tiny(tmp_path, "x86")
     _tiny(tmp_path, "onednn")
     client = MlflowClient()
-    for study in report.fetch_studies(["tiny"], client=client):
+    for study in fetch.fetch_studies(["tiny"], client=client):
         log_report(client, study.run_id, "tiny", directory=tmp_path / study.run_id)
     return mlflow_tracking
 
 
 def test_reports_render_in_headless_chromium(studies, tmp_path):
     client = MlflowClient()
-    study = report.fetch_study("tiny", client=client)
+    study = fetch.fetch_study("tiny", client=client)
     page = tmp_path / study.run_id / "report.html"
     comparison = write_comparison(tmp_path / "comparison.html", ["tiny"], client=client)
     shot = _screenshot(page.as_uri(), tmp_path / "report.png")
@@ -266,7 +266,7 @@ def mlflow_ui(uri: str, cwd: Path) -> Iterator[str]:
 
 
 def test_mlflow_ui_lists_the_study(studies, tmp_path):
-    study = report.fetch_study("tiny", client=MlflowClient())
+    study = fetch.fetch_study("tiny", client=MlflowClient())
     exp_id = str(study.parent["experiment_id"])
     with mlflow_ui(studies, tmp_path) as base:
         found = _http("POST", f"{base}/api/2.0/mlflow/runs/search",

@@ -14,11 +14,13 @@ import pandas as pd
 import pytest
 import torch
 
-from dashboards import comparison_html, log_report, study_html, write_report
 from inc_flow.cli import main
 from inc_flow.errors import IncFlowError
+from inc_flow.record import fetch
 from inc_flow.record import rows as report
+from inc_flow.record.report import log_report, write_report
 from inc_flow.record.rows import StudyRuns
+from inc_flow_dashboards import comparison_html, study_html
 from tests.test_fx import TinyNet
 
 # --- a hand-built MLflow record ---------------------------------------------------------
@@ -321,7 +323,7 @@ def _client(uri):
 
 
 def test_rows_from_the_tracker_record(toy):
-    study = report.fetch_study("tiny", client=_client(toy))
+    study = fetch.fetch_study("tiny", client=_client(toy))
     assert study.ops == OPS  # from plan.yaml, in model order
     rows = report.study_rows(study)
     assert [r["trial"] for r in rows] == [0, 1]
@@ -345,17 +347,17 @@ def test_rows_from_the_tracker_record(toy):
 
 def test_fetch_studies_by_experiment_and_by_run(toy):
     client = _client(toy)
-    both = report.fetch_studies(["tiny"], client=client)
+    both = fetch.fetch_studies(["tiny"], client=client)
     assert [report.study_summary(s)["backends"] for s in both] == ["x86", "onednn"]
-    again = report.fetch_studies(run_ids=[both[0].run_id], client=client)
+    again = fetch.fetch_studies(run_ids=[both[0].run_id], client=client)
     assert again[0].run_id == both[0].run_id and again[0].experiment == "tiny"
     with pytest.raises(IncFlowError, match="no MLflow experiment named 'nope'"):
-        report.fetch_studies(["nope"], client=client)
+        fetch.fetch_studies(["nope"], client=client)
 
 
 def test_log_report_puts_the_html_on_the_parent_run(toy, tmp_path):
     client = _client(toy)
-    parent = report.fetch_study("tiny", client=client).run_id
+    parent = fetch.fetch_study("tiny", client=client).run_id
     path = log_report(client, parent, "tiny", directory=tmp_path)
     assert path == tmp_path / "report.html" and "<svg" in path.read_text()
     assert "report.html" in {a.path for a in client.list_artifacts(parent)}
@@ -366,7 +368,7 @@ def test_cli_report_and_compare(toy, tmp_path, capsys):
     out = tmp_path / "sub" / "report.html"
     assert main(["report", "--tracking-uri", toy, "--experiment", "tiny", "-o", str(out)]) == 0
     assert "tiny-static-" in out.read_text() and f"wrote {out}" in capsys.readouterr().out
-    runs = [s.run_id for s in report.fetch_studies(["tiny"], client=_client(toy))]
+    runs = [s.run_id for s in fetch.fetch_studies(["tiny"], client=_client(toy))]
     cmp_out = tmp_path / "cmp.html"
     argv = ["compare", "--tracking-uri", toy, "--run", runs[0], "--run", runs[1]]
     assert main([*argv, "-o", str(cmp_out)]) == 0

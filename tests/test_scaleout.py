@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from inc_flow.record.tracking import TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL
+from inc_flow.record.keys import TAG_PARENT, TAG_ROLE, TAG_STUDY, TAG_TRIAL
 from inc_flow.search.records import TrialRecord
 from inc_flow.search.storage import GRACE_ENV, HEARTBEAT_ENV, PARENT_ATTR, RECORD_ATTR, WORKER_ATTR
 from tests.helpers.scaleout import cluster, mlflow_server, postgres_missing, start_cli

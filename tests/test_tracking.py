@@ -16,14 +16,9 @@ from mlflow import MlflowClient
 
 from inc_flow import quantize
 from inc_flow.config.sections import Config
-from inc_flow.record.tracking import (
-    TAG_ROLE,
-    TAG_STUDY,
-    TAG_TRIAL,
-    MlflowTracker,
-    plan_params,
-    safe_key,
-)
+from inc_flow.record.keys import TAG_ROLE, TAG_STUDY, TAG_TRIAL, safe_key
+from inc_flow.record.tracking import MlflowTracker
+from inc_flow.record.values import plan_params
 from inc_flow.search.plan import default_plan
 from inc_flow.search.records import StudyInfo
 from inc_flow.search.settings import TuneSettings

@@ -1,11 +1,10 @@
 """Study plots for the parent run: optimization history, accuracy x latency (fp32 point,
-target line, Pareto front) and Optuna's param importances. Data comes from the records;
-this module only draws."""
+target line, Pareto front) and the param importances. Data comes from the records, the
+Pareto front from :mod:`inc_flow.record.rows` and the importances from
+:mod:`inc_flow.search.importance`; this module only draws."""
 
 from __future__ import annotations
 
-import logging
-import warnings
 from pathlib import Path
 
 import matplotlib
@@ -14,23 +13,28 @@ matplotlib.use("Agg")  # files only; no display here or on CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
-from inc_flow.record.rows import pareto_front  # noqa: E402
+from inc_flow.record import keys as k  # noqa: E402
+from inc_flow.record.rows import COMPLETED, pareto_front  # noqa: E402
+from inc_flow.search.importance import param_importances  # noqa: E402
 from inc_flow.search.records import TuneResult  # noqa: E402
+from inc_flow.vocab import TrialState  # noqa: E402
 
-logger = logging.getLogger("inc_flow")
-
-_COLORS = {"passed": "tab:green", "failed": "tab:red", "pruned": "tab:orange"}
+_COLORS = {
+    TrialState.PASSED: "tab:green",
+    TrialState.FAILED: "tab:red",
+    TrialState.PRUNED: "tab:orange",
+}
 
 
 def study_plots(result: TuneResult, out_dir: Path) -> list[Path]:
     """Write the plots as PNG files into ``out_dir``; returns their paths."""
-    paths = [_history(result, out_dir / "optimization_history.png")]
-    scatter = _accuracy_latency(result, out_dir / "accuracy_vs_latency.png")
+    paths = [_history(result, out_dir / k.PLOT_HISTORY)]
+    scatter = _accuracy_latency(result, out_dir / k.PLOT_ACCURACY_LATENCY)
     if scatter is not None:
         paths.append(scatter)
-    importance = _importances(result, out_dir / "param_importances.png")
-    if importance is not None:
-        paths.append(importance)
+    importances = param_importances(result)
+    if importances:
+        paths.append(_importances(importances, out_dir / k.PLOT_IMPORTANCES))
     return paths
 
 
@@ -64,7 +68,7 @@ def _accuracy_latency(result: TuneResult, path: Path) -> Path | None:
     for r in pts:
         ax.scatter(r.latency_ms, r.accuracy, color=_COLORS.get(r.state, "tab:gray"), s=25)
     # Pruned accuracies are partial-evaluation values: only completed trials form the front.
-    completed = [r for r in pts if r.state in ("passed", "failed")]
+    completed = [r for r in pts if r.state in COMPLETED]
     front = pareto_front([{"accuracy": r.accuracy, "latency_ms": r.latency_ms} for r in completed])
     ax.plot(
         [p["latency_ms"] for p in front], [p["accuracy"] for p in front], color="tab:blue", lw=1,
@@ -90,27 +94,17 @@ def _save(ax: Axes, path: Path) -> Path:
     return path
 
 
-def _importances(result: TuneResult, path: Path) -> Path | None:
-    """Optuna's fANOVA importances of the plan params for latency; needs a few trials."""
-    import optuna
-    from optuna.visualization.matplotlib import plot_param_importances
-
-    completed = [r for r in result.records if r.state in ("passed", "failed")]
-    if len(completed) < 3 or result.storage == ":memory:":
-        return None
-    try:
-        study = optuna.load_study(study_name=result.study_name, storage=result.storage)
-        with warnings.catch_warnings():
-            # Optuna marks its matplotlib plots experimental and notes that importances are
-            # for low target values (latency: what we want).
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
-            ax = plot_param_importances(study, target=lambda t: t.values[0] if t.values else 0.0)
-        ax.figure.set_size_inches(7, 4)
-        ax.figure.tight_layout()
-        ax.figure.savefig(path, dpi=90)
-        plt.close(ax.figure)
-        return path
-    except Exception as e:  # noqa: BLE001 - importances need variety; the others suffice
-        logger.info("param importances skipped: %s", e)
-        return None
+def _importances(importances: dict[str, float], path: Path) -> Path:
+    """Horizontal bars, most important on top, laid out as Optuna's own importance plot."""
+    names, values = list(reversed(importances)), list(reversed(importances.values()))
+    with plt.style.context("ggplot"):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.set_title("Hyperparameter Importances", loc="left")
+        ax.set_xlabel("Hyperparameter Importance")
+        ax.set_ylabel("Hyperparameter")
+        ax.barh(range(len(names)), values, height=0.8, align="center", label="Objective Value")
+        for i, value in enumerate(values):
+            ax.text(value, i, f"{value:.2f}" if value >= 0.01 else "<0.01", va="center")
+        ax.set_xlim(right=max(values, default=0.0) * 1.15 or 1.0)
+        ax.set_yticks(range(len(names)), names)
+        return _save(ax, path)

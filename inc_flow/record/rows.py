@@ -1,47 +1,36 @@
 """Rows for the study dashboards, from the MLflow record of a study (pure data, no HTML).
 
-``fetch_study`` / ``fetch_studies`` are the only functions that talk to MLflow: they read
-the runs of an experiment (one row per run, in the column layout of ``mlflow.search_runs``:
-``metrics.x``, ``params.x``, ``tags.x``) and two small artifacts. Everything else is pandas
-over that :class:`StudyRuns`, so tests build one by hand and assert on the rows.
-``dashboards/`` renders the rows.
+A :class:`StudyRuns` holds the runs of one study in the column layout of ``mlflow.search_runs``
+(``metrics.x``, ``params.x``, ``tags.x``); :mod:`inc_flow.record.fetch` reads one from MLflow,
+tests build one by hand. Everything here is pandas over it, with no MLflow access.
+The ``inc_flow_dashboards`` package renders the rows.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from inc_flow.errors import IncFlowError
+from inc_flow.errors import TrackingError
+from inc_flow.record import keys as k
+from inc_flow.vocab import Approach, TrialState
 
-ROLE, STUDY, TRIAL, STATE = "inc_flow.role", "inc_flow.study", "inc_flow.trial", "inc_flow.state"
-PARENT = "mlflow.parentRunId"
-COMPLETED = ("passed", "failed")  # fully evaluated: the only states on the Pareto front
-OP_PREFIX = "params.op."
+COMPLETED = (TrialState.PASSED, TrialState.FAILED)  # fully evaluated: only these form the front
+OP_PREFIX = k.param(k.OP_PREFIX)
 # Where the time went: (part, parent-run metric). Absent metrics are "not recorded".
 TIME_PARTS = (
-    ("calibration", "time_calibration_s"),
-    ("convert", "time_convert_s"),
-    ("evaluation", "time_evaluation_s"),
-    ("latency measurement", "time_latency_s"),
-    ("logging", "time_logging_s"),
+    ("calibration", k.METRIC_TIME_CALIBRATION),
+    ("convert", k.METRIC_TIME_CONVERT),
+    ("evaluation", k.METRIC_TIME_EVALUATION),
+    ("latency measurement", k.METRIC_TIME_LATENCY),
+    ("logging", k.METRIC_TIME_LOGGING),
 )
-LOGGING_FALLBACK = "mlflow_logging_s"  # studies recorded before the time split
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-SHORT_APPROACH = {
-    "post_training_static_quant": "static",
-    "post_training_dynamic_quant": "dynamic",
-    "quant_aware_training": "qat",
-}
+LOGGING_FALLBACK = k.METRIC_MLFLOW_LOGGING  # studies recorded before the time split
+SHORT_APPROACH = {Approach.STATIC: "static", Approach.DYNAMIC: "dynamic", Approach.QAT: "qat"}
 
 
 @dataclass(frozen=True)
@@ -69,142 +58,7 @@ class StudyRuns:
 
     @property
     def name(self) -> str:
-        return str(_value(self.parent, f"tags.{STUDY}") or self.run_id)
-
-
-# --- fetching (the only MLflow users) ------------------------------------------------------
-
-
-def fetch_runs(experiment: str, client: Any = None) -> pd.DataFrame:
-    """Every run of ``experiment`` as a ``search_runs``-style DataFrame.
-
-    Raises:
-        IncFlowError: the experiment does not exist.
-    """
-    client = _client(client)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        known = sorted(e.name for e in client.search_experiments())
-        raise IncFlowError(f"no MLflow experiment named {experiment!r}; known: {known}")
-    rows, token = [], None
-    while True:
-        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
-        rows += [_flat(run) for run in page]
-        token = page.token
-        if not token:
-            break
-    return pd.DataFrame(rows)
-
-
-def fetch_study(
-    experiment: str | None, run_id: str | None = None, client: Any = None
-) -> StudyRuns:
-    """The study of parent run ``run_id`` (default: the latest study) in ``experiment``.
-
-    ``experiment`` may be None when ``run_id`` is given. Reads the best trial's op table and
-    one ``plan.yaml`` (for the ops' model order and types).
-    """
-    client = _client(client)
-    if experiment is None:
-        if not run_id:
-            raise IncFlowError("give an experiment name or a parent run id")
-        experiment = _experiment_of(client, run_id)
-    parent, trials = split_study(fetch_runs(experiment, client), run_id, experiment)
-    return _with_artifacts(client, experiment, parent, trials)
-
-
-def fetch_studies(
-    experiments: Sequence[str] = (), run_ids: Sequence[str] = (), client: Any = None
-) -> list[StudyRuns]:
-    """Every study of each experiment, then the study of each parent run id, for comparing."""
-    client = _client(client)
-    studies: list[StudyRuns] = []
-    for name in experiments:
-        runs = fetch_runs(name, client)
-        for parent_id in parent_ids(runs):
-            parent, trials = split_study(runs, parent_id, name)
-            studies.append(_with_artifacts(client, name, parent, trials))
-    for run_id in run_ids:
-        studies.append(fetch_study(None, run_id, client))
-    if not studies:
-        raise IncFlowError(
-            f"no inc_flow study found in experiments={list(experiments)}, run_ids={list(run_ids)}"
-        )
-    return studies
-
-
-def _client(client: Any) -> Any:
-    if client is not None:
-        return client
-    from mlflow import MlflowClient
-
-    return MlflowClient()
-
-
-def _experiment_of(client: Any, run_id: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as e:
-        raise IncFlowError(f"no MLflow run with id {run_id!r}") from e
-    return client.get_experiment(run.info.experiment_id).name
-
-
-def _flat(run: Any) -> dict[str, Any]:
-    info, data = run.info, run.data
-    row: dict[str, Any] = {
-        "run_id": info.run_id,
-        "experiment_id": info.experiment_id,
-        "run_name": info.run_name,
-        "status": info.status,
-        "start_time": info.start_time,
-        "end_time": info.end_time,
-    }
-    row.update({f"metrics.{k}": v for k, v in data.metrics.items()})
-    row.update({f"params.{k}": v for k, v in data.params.items()})
-    row.update({f"tags.{k}": v for k, v in data.tags.items()})
-    return row
-
-
-def _with_artifacts(
-    client: Any, experiment: str, parent: dict[str, Any], trials: pd.DataFrame
-) -> StudyRuns:
-    from inc_flow.record.tracking import safe_key
-
-    by_trial = {str(t): r for t, r in zip(trials["trial"], trials["run_id"], strict=True)}
-    best = by_trial.get(str(_value(parent, "tags.inc_flow.best_trial")))
-    table = _artifact(client, best, "op_statistics.json") if best else None
-    source = best or next(iter(by_trial.values()), None)
-    plan = _artifact(client, source, "plan.yaml") if source else None
-    ops: tuple[tuple[str, str], ...] = ()
-    if plan:
-        data = yaml.safe_load(plan) or {}
-        ops = tuple((safe_key(f"op.{o['name']}")[3:], o.get("type", "")) for o in data["ops"])
-    return StudyRuns(
-        experiment, parent, trials, ops, json.loads(table) if table is not None else None
-    )
-
-
-def _artifact(client: Any, run_id: str, path: str) -> str | None:
-    """An artifact's text, or None when the run has none at ``path``."""
-    from mlflow.exceptions import MlflowException
-
-    if path not in {a.path for a in client.list_artifacts(run_id)}:
-        return None
-    old = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no tqdm on stderr
-    try:
-        with tempfile.TemporaryDirectory(prefix="inc_flow_report_") as tmp:
-            with open(client.download_artifacts(run_id, path, tmp), encoding="utf-8") as f:
-                return f.read()
-    except MlflowException:
-        return None
-    finally:
-        if old is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = old
+        return str(_value(self.parent, k.tag(k.TAG_STUDY)) or self.run_id)
 
 
 # --- selecting a study from runs (pure) ----------------------------------------------------
@@ -212,10 +66,10 @@ def _artifact(client: Any, run_id: str, path: str) -> str | None:
 
 def parent_ids(runs: pd.DataFrame) -> list[str]:
     """Parent (study) run ids in ``runs``, oldest first."""
-    col = f"tags.{ROLE}"
+    col = k.tag(k.TAG_ROLE)
     if runs.empty or col not in runs:
         return []
-    parents = runs[runs[col] == "study"].sort_values("start_time", kind="stable")
+    parents = runs[runs[col] == k.ROLE_STUDY].sort_values("start_time", kind="stable")
     return [str(r) for r in parents["run_id"]]
 
 
@@ -230,17 +84,18 @@ def split_study(
     """
     ids = parent_ids(runs)
     if not ids:
-        raise IncFlowError(f"experiment {experiment!r} has no inc_flow study (parent run)")
+        raise TrackingError(f"experiment {experiment!r} has no inc_flow study (parent run)")
     if run_id and run_id not in ids:
-        raise IncFlowError(f"run {run_id!r} is not an inc_flow study in {experiment!r}: {ids}")
+        raise TrackingError(f"run {run_id!r} is not an inc_flow study in {experiment!r}: {ids}")
     pid = run_id or ids[-1]
     parent = runs[runs["run_id"] == pid].iloc[0].to_dict()
-    mask = runs[f"tags.{ROLE}"] == "trial"
-    mask &= runs[f"tags.{PARENT}"] == pid if f"tags.{PARENT}" in runs else False
-    runs = runs.reindex(columns=list(dict.fromkeys([*runs.columns, f"tags.{TRIAL}"])))
-    base = ["run_id", "status", "start_time", f"tags.{TRIAL}"]
+    role, parent_col, trial = k.tag(k.TAG_ROLE), k.tag(k.TAG_PARENT), k.tag(k.TAG_TRIAL)
+    mask = runs[role] == k.ROLE_TRIAL
+    mask &= runs[parent_col] == pid if parent_col in runs else False
+    runs = runs.reindex(columns=list(dict.fromkeys([*runs.columns, trial])))
+    base = ["run_id", "status", "start_time", trial]
     trials = runs.loc[mask, base].join(runs[mask].drop(columns=base).dropna(axis=1, how="all"))
-    trials["trial"] = pd.to_numeric(trials[f"tags.{TRIAL}"], errors="coerce")
+    trials["trial"] = pd.to_numeric(trials[trial], errors="coerce")
     trials = trials.dropna(subset=["trial"]).astype({"trial": int})
     trials["state"] = [_state(r) for r in trials.to_dict("records")]
     trials = trials.sort_values(["trial", "start_time"], kind="stable")
@@ -249,18 +104,13 @@ def split_study(
 
 
 def _state(row: dict[str, Any]) -> str:
-    state = _value(row, f"tags.{STATE}")
-    if row.get("status") == "KILLED":
-        return "killed"
+    state = _value(row, k.tag(k.TAG_STATE))
+    if row.get("status") == k.STATUS_KILLED:
+        return k.STATE_KILLED
     return str(state) if state else str(row.get("status", "")).lower() or "unknown"
 
 
 # --- rows ------------------------------------------------------------------------------
-
-
-def as_study(study: StudyRuns | str, run_id: str | None = None) -> StudyRuns:
-    """``study`` itself, or the study fetched from the experiment named ``study``."""
-    return study if isinstance(study, StudyRuns) else fetch_study(study, run_id)
 
 
 def op_names(study: StudyRuns) -> list[str]:
@@ -285,23 +135,32 @@ def plan_summary(row: dict[str, Any], ops: Sequence[str]) -> str:
 
 # Trial-table and summary fields read straight from one column of a run.
 _TRIAL_FIELDS = {
-    "phase": "tags.inc_flow.phase", "backend": "params.backend",
-    "accuracy": "metrics.accuracy", "relative_drop": "metrics.relative_drop",
-    "absolute_drop": "metrics.absolute_drop", "latency_ms": "metrics.latency_ms",
-    "latency_ms_b1": "metrics.latency_ms_b1", "model_size_bytes": "metrics.model_size_bytes",
-    "wall_time_s": "metrics.trial_wall_time_s", "reason": "tags.inc_flow.failure_reason",
+    "phase": k.tag(k.TAG_PHASE),
+    "backend": k.param(k.PARAM_BACKEND),
+    **{
+        name: k.metric(name)
+        for name in (
+            k.METRIC_ACCURACY, k.METRIC_RELATIVE_DROP, k.METRIC_ABSOLUTE_DROP,
+            k.METRIC_LATENCY_MS, k.METRIC_LATENCY_MS_B1, k.METRIC_MODEL_SIZE,
+        )
+    },
+    "wall_time_s": k.metric(k.METRIC_TRIAL_WALL_TIME),
+    "reason": k.tag(k.TAG_REASON),
 }  # fmt: skip
-_PARAMS = ("approach", "backends", "strategy", "objective", "criterion", "max_trials")
+_PARAMS = (
+    k.PARAM_APPROACH, k.PARAM_BACKENDS, k.PARAM_STRATEGY, k.PARAM_OBJECTIVE, k.PARAM_CRITERION,
+    k.PARAM_MAX_TRIALS,
+)  # fmt: skip
 _METRICS = (
-    "n_pruned", "n_errors", "n_duplicates", "calibration_passes", "fp32_accuracy",
-    "fp32_latency_ms", "best_accuracy", "best_relative_drop", "best_latency_ms",
-    "best_model_size_bytes", "speedup",
+    k.METRIC_N_PRUNED, k.METRIC_N_ERRORS, k.METRIC_N_DUPLICATES, k.METRIC_CALIBRATION_PASSES,
+    k.METRIC_FP32_ACCURACY, k.METRIC_FP32_LATENCY_MS, k.best(k.METRIC_ACCURACY),
+    k.best(k.METRIC_RELATIVE_DROP), k.best(k.METRIC_LATENCY_MS), k.best(k.METRIC_MODEL_SIZE),
+    k.METRIC_SPEEDUP,
 )  # fmt: skip
 
 
-def study_rows(study: StudyRuns | str, run_id: str | None = None) -> list[dict[str, Any]]:
+def study_rows(study: StudyRuns) -> list[dict[str, Any]]:
     """The trial table: one row per trial, in trial order."""
-    study = as_study(study, run_id)
     ops, best = op_names(study), best_trial(study)
     return [
         {
@@ -317,7 +176,7 @@ def study_rows(study: StudyRuns | str, run_id: str | None = None) -> list[dict[s
 
 
 def best_trial(study: StudyRuns) -> int | None:
-    value = _value(study.parent, "tags.inc_flow.best_trial")
+    value = _value(study.parent, k.tag(k.TAG_BEST_TRIAL))
     try:
         return int(value) if value is not None else None
     except ValueError:
@@ -326,7 +185,7 @@ def best_trial(study: StudyRuns) -> int | None:
 
 def higher_is_better(study: StudyRuns) -> bool:
     """Inferred from the record: the target lies below fp32 when higher is better."""
-    fp32, target = _value(study.parent, "metrics.fp32_accuracy"), _target(study)
+    fp32, target = _value(study.parent, k.metric(k.METRIC_FP32_ACCURACY)), _target(study)
     return fp32 is None or target is None or target <= fp32
 
 
@@ -343,12 +202,11 @@ def pareto_front(points: Sequence[dict[str, Any]], higher: bool = True) -> list[
     return sorted(front, key=lambda p: (p["latency_ms"], -sign * p["accuracy"]))
 
 
-def scatter_points(study: StudyRuns | str, run_id: str | None = None) -> dict[str, Any]:
+def scatter_points(study: StudyRuns) -> dict[str, Any]:
     """Accuracy x latency: trial points (``pareto`` flags the front of completed trials),
     the fp32 point, the target accuracy, the front itself and the best trial."""
-    study = as_study(study, run_id)
     points = [
-        {k: r[k] for k in ("trial", "state", "accuracy", "latency_ms", "best")}
+        {f: r[f] for f in ("trial", "state", "accuracy", "latency_ms", "best")}
         for r in study_rows(study)
         if r["accuracy"] is not None and r["latency_ms"] is not None
     ]
@@ -356,8 +214,8 @@ def scatter_points(study: StudyRuns | str, run_id: str | None = None) -> dict[st
     on_front = {p["trial"] for p in front}
     for p in points:
         p["pareto"] = p["trial"] in on_front
-    fp32_acc = _value(study.parent, "metrics.fp32_accuracy")
-    fp32_lat = _value(study.parent, "metrics.fp32_latency_ms")
+    fp32_acc = _value(study.parent, k.metric(k.METRIC_FP32_ACCURACY))
+    fp32_lat = _value(study.parent, k.metric(k.METRIC_FP32_LATENCY_MS))
     return {
         "points": points,
         "fp32": {"accuracy": fp32_acc, "latency_ms": fp32_lat} if fp32_lat is not None else None,
@@ -368,9 +226,8 @@ def scatter_points(study: StudyRuns | str, run_id: str | None = None) -> dict[st
     }
 
 
-def precision_map(study: StudyRuns | str, run_id: str | None = None) -> pd.DataFrame:
+def precision_map(study: StudyRuns) -> pd.DataFrame:
     """Ops (rows, model order) x trials (columns): ``int8``, ``fp32`` or None (no plan)."""
-    study = as_study(study, run_id)
     ops = op_names(study)
     data = {
         int(r["trial"]): [_value(r, OP_PREFIX + op) for op in ops]
@@ -382,69 +239,68 @@ def precision_map(study: StudyRuns | str, run_id: str | None = None) -> pd.DataF
 
 
 def op_types(study: StudyRuns) -> dict[str, str]:
+    """Op param name (without ``op.``) -> op type, when the plan was read."""
     return {name: op_type for name, op_type in study.ops}
 
 
-def best_op_stats(study: StudyRuns | str, run_id: str | None = None) -> list[dict[str, Any]]:
+def best_op_stats(study: StudyRuns) -> list[dict[str, Any]]:
     """The best trial's Mixed Precision Statistics rows (``Op Type``, ``Total``, ``INT8``,
     ``FP32``); empty when no trial passed or the table was not logged."""
-    study = as_study(study, run_id)
     table = study.best_op_table
     if not table or not table.get("columns"):
         return []
     cols = list(table["columns"])
     rows = [dict(zip(cols, values, strict=False)) for values in table.get("data", [])]
-    return [{k: _num(v) if k != "Op Type" else v for k, v in row.items()} for row in rows]
+    return [{c: _num(v) if c != "Op Type" else v for c, v in row.items()} for row in rows]
 
 
-def time_breakdown(study: StudyRuns | str, run_id: str | None = None) -> list[dict[str, Any]]:
+def time_breakdown(study: StudyRuns) -> list[dict[str, Any]]:
     """Where the tuning time went: one row per part (``seconds`` None = not recorded), then
     the rest of the wall time and the wall time itself (``share`` of the wall time)."""
-    study = as_study(study, run_id)
-    wall = _value(study.parent, "metrics.tuning_wall_time_s")
+    wall = _value(study.parent, k.metric(k.METRIC_TUNING_WALL_TIME))
     rows = []
     for part, metric in TIME_PARTS:
-        seconds = _value(study.parent, f"metrics.{metric}")
-        older = _value(study.parent, f"metrics.{LOGGING_FALLBACK}")
-        if seconds is None and metric == "time_logging_s" and older is not None:
+        seconds = _value(study.parent, k.metric(metric))
+        older = _value(study.parent, k.metric(LOGGING_FALLBACK))
+        if seconds is None and metric == k.METRIC_TIME_LOGGING and older is not None:
             seconds, metric = older, LOGGING_FALLBACK
         rows.append({"part": part, "metric": metric, "seconds": seconds})
     recorded = [r["seconds"] for r in rows if r["seconds"] is not None]
     if wall is not None:
         rest = max(wall - sum(recorded), 0.0) if recorded else None
         rows.append({"part": "rest of the wall time", "metric": None, "seconds": rest})
-        rows.append({"part": "tuning wall time", "metric": "tuning_wall_time_s", "seconds": wall})
+        wall_row = {"part": "tuning wall time", "metric": k.METRIC_TUNING_WALL_TIME}
+        rows.append({**wall_row, "seconds": wall})
     for r in rows:
         r["recorded"] = r["seconds"] is not None
         r["share"] = r["seconds"] / wall if r["recorded"] and wall else None
     return rows
 
 
-def study_summary(study: StudyRuns | str, run_id: str | None = None) -> dict[str, Any]:
+def study_summary(study: StudyRuns) -> dict[str, Any]:
     """The study's headline: settings, fp32 and best scores, counts, outcome, and a short
     ``label`` (model, approach, backends)."""
-    study = as_study(study, run_id)
     p, best = study.parent, best_trial(study)
     rows = {r["trial"]: r for r in study_rows(study)}
     name, version = (
-        _value(p, "tags.inc_flow.registered_model"),
-        _value(p, "tags.inc_flow.registered_version"),
+        _value(p, k.tag(k.TAG_REGISTERED_MODEL)),
+        _value(p, k.tag(k.TAG_REGISTERED_VERSION)),
     )
     summary = {
         "experiment": study.experiment,
         "study": study.name,
         "run_id": study.run_id,
         "status": p.get("status"),
-        "model": _value(p, "params.model") or study.experiment,
-        **{k: _value(p, f"params.{k}") for k in _PARAMS},
-        **{k: _value(p, f"metrics.{k}") for k in _METRICS},
-        "n_trials": _value(p, "metrics.n_trials") or len(rows),
+        "model": _value(p, k.param(k.PARAM_MODEL)) or study.experiment,
+        **{name: _value(p, k.param(name)) for name in _PARAMS},
+        **{name: _value(p, k.metric(name)) for name in _METRICS},
+        "n_trials": _value(p, k.metric(k.METRIC_N_TRIALS)) or len(rows),
         "required_accuracy": _target(study),
         "best_trial": best,
         "best_plan": rows[best]["plan"] if best in rows else None,
-        "stop_reason": _value(p, "tags.inc_flow.stop_reason"),
-        "slower_than_fp32": _value(p, "tags.inc_flow.slower_than_fp32") == "True",
-        "wall_time_s": _value(p, "metrics.tuning_wall_time_s"),
+        "stop_reason": _value(p, k.tag(k.TAG_STOP_REASON)),
+        "slower_than_fp32": _value(p, k.tag(k.TAG_SLOWER_THAN_FP32)) == "True",
+        "wall_time_s": _value(p, k.metric(k.METRIC_TUNING_WALL_TIME)),
         "registered": f"{name} v{version}" if name else None,
     }
     approach = SHORT_APPROACH.get(summary["approach"], summary["approach"])
@@ -453,11 +309,10 @@ def study_summary(study: StudyRuns | str, run_id: str | None = None) -> dict[str
     return summary
 
 
-def compare_rows(studies: Sequence[StudyRuns | str]) -> list[dict[str, Any]]:
-    """One summary row per study (see :func:`study_summary`), labels made unique. A string
-    is an experiment name (all its studies) or a parent run id."""
-    resolved = _resolve(studies)
-    rows = [study_summary(s) for s in resolved]
+def compare_rows(studies: Sequence[StudyRuns]) -> list[dict[str, Any]]:
+    """One summary row per study (see :func:`study_summary`), labels made unique
+    (:func:`inc_flow.record.fetch.resolve` turns experiment names and run ids into studies)."""
+    rows = [study_summary(s) for s in studies]
     counts = pd.Series([r["label"] for r in rows]).value_counts()
     for r in rows:
         if counts[r["label"]] > 1:
@@ -465,36 +320,23 @@ def compare_rows(studies: Sequence[StudyRuns | str]) -> list[dict[str, Any]]:
     return rows
 
 
-def compare_points(studies: Sequence[StudyRuns | str]) -> list[dict[str, Any]]:
+def compare_points(studies: Sequence[StudyRuns]) -> list[dict[str, Any]]:
     """Every scored trial of every study as speed-up over fp32 x relative accuracy drop, the
     axes that stay comparable across models (``label`` as in :func:`compare_rows`)."""
-    resolved = _resolve(studies)
-    labels = [r["label"] for r in compare_rows(resolved)]
+    labels = [r["label"] for r in compare_rows(studies)]
     points = []
-    for label, study in zip(labels, resolved, strict=True):
-        fp32 = _value(study.parent, "metrics.fp32_latency_ms")
+    for label, study in zip(labels, studies, strict=True):
+        fp32 = _value(study.parent, k.metric(k.METRIC_FP32_LATENCY_MS))
         for r in study_rows(study):
             if r["latency_ms"] is None or r["relative_drop"] is None or not fp32:
                 continue
-            point = {k: r[k] for k in ("trial", "state", "best", "relative_drop")}
+            point = {f: r[f] for f in ("trial", "state", "best", "relative_drop")}
             points.append({"label": label, **point, "speedup": fp32 / r["latency_ms"]})
     return points
 
 
-def _resolve(studies: Sequence[StudyRuns | str]) -> list[StudyRuns]:
-    out: list[StudyRuns] = []
-    for s in studies:
-        if isinstance(s, StudyRuns):
-            out.append(s)
-        elif _RUN_ID.match(s):
-            out += fetch_studies(run_ids=[s])
-        else:
-            out += fetch_studies(experiments=[s])
-    return out
-
-
 def _target(study: StudyRuns) -> float | None:
-    return _value(study.parent, "metrics.required_accuracy")
+    return _value(study.parent, k.metric(k.METRIC_REQUIRED_ACCURACY))
 
 
 def _value(row: dict[str, Any], key: str) -> Any:
@@ -517,9 +359,6 @@ __all__ = [
     "best_op_stats",
     "compare_points",
     "compare_rows",
-    "fetch_runs",
-    "fetch_studies",
-    "fetch_study",
     "pareto_front",
     "precision_map",
     "scatter_points",

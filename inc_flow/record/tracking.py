@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -27,21 +26,22 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from inc_flow.config.sections import Config
+from inc_flow.record import fetch
+from inc_flow.record import keys as k
+from inc_flow.record.values import (
+    baseline_metrics,
+    columns,
+    plan_params,
+    record_metrics,
+    result_metrics,
+    result_tags,
+    study_params,
+)
 from inc_flow.search.plan import Plan
 from inc_flow.search.records import StudyInfo, TrialRecord, TuneResult
+from inc_flow.vocab import Role, TrialState
 
 logger = logging.getLogger("inc_flow")
-
-TAG_STUDY = "inc_flow.study"
-TAG_ROLE = "inc_flow.role"  # "study" (parent) or "trial" (child)
-TAG_TRIAL = "inc_flow.trial"
-TAG_STATE = "inc_flow.state"
-TAG_REASON = "inc_flow.failure_reason"
-TAG_PHASE = "inc_flow.phase"
-TAG_PARENT = "mlflow.parentRunId"
-MAX_KEY = 250
-MAX_VALUE = 6000
-_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
 
 
 def tracking_uri(cfg: Config | None = None) -> str | None:
@@ -50,52 +50,6 @@ def tracking_uri(cfg: Config | None = None) -> str | None:
     if env:
         return env
     return cfg.tracking.uri if cfg is not None and cfg.tracking.uri else None
-
-
-def safe_key(key: str) -> str:
-    """An MLflow-safe key: ``[ ] #`` and other characters MLflow rejects become ``_``; long
-    keys are cut to 250 characters keeping their end (where op names differ)."""
-    key = _UNSAFE.sub("_", key)
-    return key if len(key) <= MAX_KEY else key[:40] + "~" + key[-(MAX_KEY - 41) :]
-
-
-def plan_params(plan: Plan) -> dict[str, str]:
-    """The plan as flat params: approach, backend, observer settings, one ``op.<name>``."""
-    int8 = [op for op in plan.ops if op.quantized]
-    first = int8[0] if int8 else None
-    params = {
-        "approach": plan.approach,
-        "backend": plan.backend,
-        "framework": plan.framework,
-        "act_algorithm": first.act_algorithm if first else "-",
-        "act_scheme": first.act_scheme if first else "-",
-        "weight_granularity": first.weight_granularity if first else "-",
-        "n_int8_ops": str(len(int8)),
-        "n_fp32_ops": str(len(plan.ops) - len(int8)),
-    }
-    for op in plan.ops:
-        params[safe_key(f"op.{op.name}")] = op.dtype
-    return params
-
-
-def record_metrics(record: TrialRecord) -> dict[str, float]:
-    """The trial's scores as MLflow metrics (absent scores are left out, not zero)."""
-    values: dict[str, Any] = {
-        "accuracy": record.accuracy,
-        "relative_drop": record.relative_drop,
-        "absolute_drop": record.absolute_drop,
-        "latency_ms": record.latency_ms,
-        "model_size_bytes": record.model_size,
-        "int8_ops": record.int8_ops,
-        "fp32_ops": record.fp32_ops,
-        "eval_samples": record.eval_samples,
-        "eval_samples_saved": record.samples_saved,
-        "calibration_passes": record.calibration_passes,
-        "trial_wall_time_s": record.wall_time_s,
-    }
-    for key, value in record.perf.items():
-        values.setdefault(key, value)
-    return {safe_key(k): float(v) for k, v in values.items() if v is not None}
 
 
 class MlflowTracker:
@@ -114,7 +68,7 @@ class MlflowTracker:
         cfg: Config,
         uri: str | None = None,
         *,
-        role: str = "tune",
+        role: str = Role.TUNE,
         parent_id: str | None = None,
     ) -> None:
         self.cfg = cfg
@@ -134,58 +88,28 @@ class MlflowTracker:
     def study_started(self, info: StudyInfo) -> None:
         start = time.perf_counter()
         project_run = os.environ.get("MLFLOW_RUN_ID")
-        if self.role != "tune":  # the parent made once for the study (create_parent)
+        if self.role != Role.TUNE:  # the parent made once for the study (create_parent)
             assert self.parent_id, "a worker or finalize tracker needs the study's parent run"
             self.experiment_id = self.client.get_run(self.parent_id).info.experiment_id
-            self._owns_parent = self.role == "finalize"
+            self._owns_parent = self.role == Role.FINALIZE
             project_run = None
         elif project_run:  # `mlflow run`: the project run is the study's parent
             run = self.client.get_run(project_run)
             self.parent_id, self.experiment_id = project_run, run.info.experiment_id
         else:
-            self.experiment_id = self._experiment()
-            existing = self._find_parent(info.study_name)
-            if existing is not None:
-                self.parent_id = existing
-                self.client.update_run(existing, status="RUNNING")
-            else:
-                run = self.client.create_run(
-                    self.experiment_id,
-                    run_name=info.study_name,
-                    tags={TAG_STUDY: info.study_name, TAG_ROLE: "study"},
-                )
-                self.parent_id = run.info.run_id
+            self.parent_id = self.create_parent(info.study_name)
             self._owns_parent = True
         parent = self.parent_id
         self._study = info.study_name
-        self.client.set_tag(parent, TAG_STUDY, info.study_name)
-        self.client.set_tag(parent, TAG_ROLE, "study")
-        s = info.settings
-        params = {
-            "model": self.cfg.model.name,
-            "approach": s.approach,
-            "backends": ",".join(s.backends),
-            "strategy": s.strategy,
-            "objective": s.objective,
-            "criterion": _criterion(s),
-            "max_trials": str(s.max_trials),
-            "timeout": str(s.timeout),
-            "random_seed": str(s.random_seed),
-            "n_ops": str(len(info.ops)),
-            "study_storage": info.storage,
-        }
+        self.client.set_tag(parent, k.TAG_STUDY, info.study_name)
+        self.client.set_tag(parent, k.TAG_ROLE, k.ROLE_STUDY)
         have = self.client.get_run(parent).data.params
-        new = [Param(k, v[:MAX_VALUE]) for k, v in params.items() if k not in have]
-        metrics = {"fp32_latency_ms": info.baseline_latency_ms}
-        if info.baseline_accuracy is not None:
-            metrics["fp32_accuracy"] = info.baseline_accuracy
-        if info.required_accuracy is not None:
-            metrics["required_accuracy"] = info.required_accuracy
+        params = study_params(self.cfg.model.name, info)
+        new = [Param(key, v) for key, v in params.items() if key not in have]
         now = _now()
-        self.client.log_batch(
-            parent, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], params=new
-        )
-        self.client.log_text(parent, self.cfg.to_yaml(), "config.yaml")
+        metrics = [Metric(key, v, now, 0) for key, v in baseline_metrics(info).items()]
+        self.client.log_batch(parent, metrics=metrics, params=new)
+        self.client.log_text(parent, self.cfg.to_yaml(), k.ARTIFACT_CONFIG)
         if project_run:
             self.client.update_run(parent, name=info.study_name)
         self._kill_orphans(info)
@@ -197,15 +121,7 @@ class MlflowTracker:
         none yet (e.g. the study was tuned with tracking off), so the parent shows them all."""
         if not info.resumed:
             return
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=(
-                f"tags.`{TAG_STUDY}` = '{info.study_name}' and tags.`{TAG_ROLE}` = 'trial' "
-                "and attributes.status != 'KILLED'"
-            ),
-            max_results=5000,
-        )
-        logged = {r.data.tags.get(TAG_TRIAL) for r in runs}
+        logged = fetch.logged_trials(self.client, self.experiment_id, info.study_name)
         for record in info.resumed:
             if str(record.number) not in logged:
                 self.trial_finished(record)
@@ -214,12 +130,12 @@ class MlflowTracker:
         """The study's parent run: the latest one tagged for ``study``, else a new one. Called
         by the one process that created the Optuna study, so workers never race to make two."""
         self.experiment_id = self._experiment()
-        existing = self._find_parent(study)
+        existing = fetch.latest_parent(self.client, self.experiment_id, study)
         if existing is not None:
-            self.client.update_run(existing, status="RUNNING")
+            self.client.update_run(existing, status=k.STATUS_RUNNING)
             return existing
         run = self.client.create_run(
-            self.experiment_id, run_name=study, tags={TAG_STUDY: study, TAG_ROLE: "study"}
+            self.experiment_id, run_name=study, tags={k.TAG_STUDY: study, k.TAG_ROLE: k.ROLE_STUDY}
         )
         return run.info.run_id
 
@@ -240,32 +156,15 @@ class MlflowTracker:
             logger.debug("experiment %s created concurrently: %s", name, e)
             return exp.experiment_id
 
-    def _find_parent(self, study: str) -> str | None:
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`{TAG_STUDY}` = '{study}' and tags.`{TAG_ROLE}` = 'study'",
-            max_results=1,
-            order_by=["attributes.start_time DESC"],
-        )
-        return runs[0].info.run_id if runs else None
-
     def _kill_orphans(self, info: StudyInfo) -> None:
         """Child runs of trials a dead process left RUNNING become KILLED."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=(
-                f"tags.`{TAG_STUDY}` = '{info.study_name}' and tags.`{TAG_ROLE}` = 'trial' "
-                "and attributes.status = 'RUNNING'"
-            ),
-            max_results=1000,
-        )
+        running = fetch.running_trials(self.client, self.experiment_id, info.study_name)
         stale = {str(n) for n in info.stale_trials}
         finished = {str(r.number) for r in info.resumed}
-        for run in runs:
-            number = run.data.tags.get(TAG_TRIAL)
+        for run_id, number in running:
             if number in stale or number in finished:
-                self.client.set_tag(run.info.run_id, TAG_STATE, "killed")
-                self.client.set_terminated(run.info.run_id, status="KILLED")
+                self.client.set_tag(run_id, k.TAG_STATE, k.STATE_KILLED)
+                self.client.set_terminated(run_id, status=k.STATUS_KILLED)
                 logger.info("marked orphaned MLflow run of trial %s KILLED", number)
 
     # --- trials ----------------------------------------------------------------------------
@@ -275,11 +174,11 @@ class MlflowTracker:
             self.experiment_id,
             run_name=f"trial-{number:03d}",
             tags={
-                TAG_PARENT: self.parent_id,
-                TAG_STUDY: self._study,
-                TAG_ROLE: "trial",
-                TAG_TRIAL: str(number),
-                TAG_STATE: "running",
+                k.TAG_PARENT: self.parent_id,
+                k.TAG_STUDY: self._study,
+                k.TAG_ROLE: k.ROLE_TRIAL,
+                k.TAG_TRIAL: str(number),
+                k.TAG_STATE: k.STATE_RUNNING,
             },
         )
         self._children[number] = run.info.run_id
@@ -292,54 +191,38 @@ class MlflowTracker:
             self.trial_started(record.number, record.plan)
             run_id = self._children.pop(record.number)
         now = _now()
-        tags = {TAG_STATE: record.state, TAG_PHASE: record.phase}
+        tags = {k.TAG_STATE: record.state, k.TAG_PHASE: record.phase}
         if record.failure_reason:
-            tags[TAG_REASON] = record.failure_reason[:MAX_VALUE]
+            tags[k.TAG_REASON] = record.failure_reason[: k.MAX_VALUE]
         if record.duplicate_of is not None:
-            tags["inc_flow.duplicate_of"] = str(record.duplicate_of)
+            tags[k.TAG_DUPLICATE_OF] = str(record.duplicate_of)
         self.client.log_batch(
             run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in record_metrics(record).items()],
-            params=[Param(k, v) for k, v in plan_params(record.plan).items()],
-            tags=[RunTag(k, v) for k, v in tags.items()],
+            metrics=[Metric(key, v, now, 0) for key, v in record_metrics(record).items()],
+            params=[Param(key, v) for key, v in plan_params(record.plan).items()],
+            tags=[RunTag(key, v) for key, v in tags.items()],
         )
         if record.op_stats:
-            self.client.log_table(run_id, _columns(record.op_stats), "op_statistics.json")
-        self.client.log_text(run_id, yaml.safe_dump(record.plan.to_dict()), "plan.yaml")
-        status = "FAILED" if record.state == "error" else "FINISHED"
-        self.client.set_terminated(run_id, status=status)
+            self.client.log_table(run_id, columns(record.op_stats), k.ARTIFACT_OP_STATISTICS)
+        self.client.log_text(run_id, yaml.safe_dump(record.plan.to_dict()), k.ARTIFACT_PLAN)
+        failed = record.state == TrialState.ERROR
+        self.client.set_terminated(run_id, status=k.STATUS_FAILED if failed else k.STATUS_FINISHED)
         self.log_seconds += time.perf_counter() - start
 
     # --- end -------------------------------------------------------------------------------
     def study_finished(self, result: TuneResult) -> None:
-        if self.role == "worker":  # the study's summary is finalize's
+        if self.role == Role.WORKER:  # the study's summary is finalize's
             return
         start = time.perf_counter()
         parent = self.parent_id
-        metrics: dict[str, Any] = {
-            "n_trials": result.n_trials,
-            "n_pruned": result.n_pruned,
-            "n_errors": result.n_errors,
-            "n_duplicates": result.n_duplicates,
-            "calibration_passes": result.calibration_passes,
-            "eval_samples_saved": result.eval_samples_saved,
-            "tuning_wall_time_s": result.wall_time_s,
-        }
-        if result.best is not None:
-            best = record_metrics(result.best)
-            metrics.update({f"best_{k}": v for k, v in best.items()})
-            metrics["speedup"] = result.speedup
-            self.client.set_tag(parent, "inc_flow.best_trial", str(result.best.number))
-        self.client.set_tag(parent, "inc_flow.stop_reason", result.stop_reason)
-        self.client.set_tag(parent, "inc_flow.slower_than_fp32", str(result.slower_than_fp32))
+        for key, value in result_tags(result).items():
+            self.client.set_tag(parent, key, value)
         now = _now()
-        self.client.log_batch(
-            parent,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None],
-        )
+        metrics = [Metric(key, v, now, 0) for key, v in result_metrics(result).items()]
+        self.client.log_batch(parent, metrics=metrics)
         self._log_plots(result)
         self.log_seconds += time.perf_counter() - start
-        self.client.log_metric(parent, "mlflow_logging_s", self.log_seconds)
+        self.client.log_metric(parent, k.METRIC_MLFLOW_LOGGING, self.log_seconds)
 
     def _log_plots(self, result: TuneResult) -> None:
         try:
@@ -349,22 +232,22 @@ class MlflowTracker:
             return
         with tempfile.TemporaryDirectory() as tmp:
             for path in plots.study_plots(result, Path(tmp)):
-                self.client.log_artifact(self.parent_id, str(path), "plots")
+                self.client.log_artifact(self.parent_id, str(path), k.ARTIFACT_PLOTS)
 
     def log_times(self, seconds: dict[str, float]) -> None:
         """Where the time went (calibration, convert, evaluation, latency, logging)."""
-        values = {**seconds, "time_logging_s": self.log_seconds}
+        values = {**seconds, k.METRIC_TIME_LOGGING: self.log_seconds}
         now = _now()
         self.client.log_batch(
-            self.parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in values.items()]
+            self.parent_id, metrics=[Metric(key, float(v), now, 0) for key, v in values.items()]
         )
 
     def log_outputs(self, output_dir: str | os.PathLike, statistics: list[str]) -> None:
         """The best model's files and its Mixed Precision Statistics, on the parent run."""
-        self.client.log_artifact(self.parent_id, str(Path(output_dir) / "best_configure.yaml"))
-        self.client.log_text(
-            self.parent_id, "\n".join(statistics) + "\n", "mixed_precision_statistics.txt"
-        )
+        configure = Path(output_dir) / k.ARTIFACT_BEST_CONFIGURE
+        self.client.log_artifact(self.parent_id, str(configure))
+        text = "\n".join(statistics) + "\n"
+        self.client.log_text(self.parent_id, text, k.ARTIFACT_STATISTICS)
 
     def publish(self, q_model: Any, result: TuneResult, fp32_model: Any, eval_source: str) -> Any:
         """Log the best model on the parent run and register it (champion or challenger).
@@ -405,39 +288,40 @@ class MlflowTracker:
             self.cfg.model.name, self.cfg.tracking.registered_model_name
         )
         metrics = {
-            "accuracy": best.accuracy,
-            "relative_drop": best.relative_drop,
-            "absolute_drop": best.absolute_drop,
-            "latency_ms": best.latency_ms,
+            k.METRIC_ACCURACY: best.accuracy,
+            k.METRIC_RELATIVE_DROP: best.relative_drop,
+            k.METRIC_ABSOLUTE_DROP: best.absolute_drop,
+            k.METRIC_LATENCY_MS: best.latency_ms,
         }
         if result.speedup is not None:
-            metrics["speedup"] = result.speedup
+            metrics[k.METRIC_SPEEDUP] = result.speedup
         crit = self.cfg.tuning.accuracy_criterion
         version = registry.register(
             info.model_uri,
             name,
-            {k: v for k, v in metrics.items() if v is not None},
+            {key: v for key, v in metrics.items() if v is not None},
             {
-                "backend": best.plan.backend,
-                "approach": best.plan.approach,
-                "study": result.study_name,
-                "run_id": self.parent_id,
+                k.VERSION_BACKEND: best.plan.backend,
+                k.VERSION_APPROACH: best.plan.approach,
+                k.VERSION_STUDY: result.study_name,
+                k.VERSION_RUN_ID: self.parent_id,
             },
             eval_data=registry.fingerprint(eval_source),
             criterion=registry.canonical(crit.to_dict()),
             meets_target=best.passed,
         )
-        self.client.set_tag(self.parent_id, "inc_flow.registered_model", name)
-        self.client.set_tag(self.parent_id, "inc_flow.registered_version", str(version.version))
+        self.client.set_tag(self.parent_id, k.TAG_REGISTERED_MODEL, name)
+        self.client.set_tag(self.parent_id, k.TAG_REGISTERED_VERSION, str(version.version))
         return version
 
     def close(self, failed: bool = False) -> None:
         """End the parent run if this tracker opened it (a project run ends by itself)."""
         for run_id in self._children.values():
-            self.client.set_terminated(run_id, status="FAILED")
+            self.client.set_terminated(run_id, status=k.STATUS_FAILED)
         self._children.clear()
         if self._owns_parent and self.parent_id:
-            self.client.set_terminated(self.parent_id, status="FAILED" if failed else "FINISHED")
+            status = k.STATUS_FAILED if failed else k.STATUS_FINISHED
+            self.client.set_terminated(self.parent_id, status=status)
 
 
 def _artifact_location() -> str | None:
@@ -464,26 +348,8 @@ def _class_factory(model: Any) -> str | None:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _criterion(settings: Any) -> str:
-    if settings.absolute is not None:
-        return f"absolute {settings.absolute}"
-    rel = settings.relative if settings.relative is not None else 0.01
-    return f"relative {rel}"
-
-
-def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    keys = list(rows[0])
-    return {k: [row.get(k) for row in rows] for k in keys}
-
-
 def _now() -> int:
     return int(time.time() * 1000)
 
 
-__all__ = [
-    "MlflowTracker",
-    "plan_params",
-    "record_metrics",
-    "safe_key",
-    "tracking_uri",
-]
+__all__ = ["MlflowTracker", "tracking_uri"]

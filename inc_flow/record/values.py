@@ -1,0 +1,132 @@
+"""What the runs of a study log, as plain dicts keyed by :mod:`inc_flow.record.keys` names: a
+plan's params, a trial's metrics, the study's settings and baseline, its result.
+
+No mlflow import: :class:`inc_flow.record.tracking.MlflowTracker` sends these.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from inc_flow.record import keys as k
+from inc_flow.search.plan import Plan
+from inc_flow.search.records import StudyInfo, TrialRecord, TuneResult
+
+
+def plan_params(plan: Plan) -> dict[str, str]:
+    """The plan as flat params: approach, backend, observer settings, one ``op.<name>``."""
+    int8 = [op for op in plan.ops if op.quantized]
+    first = int8[0] if int8 else None
+    params = {
+        k.PARAM_APPROACH: plan.approach,
+        k.PARAM_BACKEND: plan.backend,
+        k.PARAM_FRAMEWORK: plan.framework,
+        k.PARAM_ACT_ALGORITHM: first.act_algorithm if first else "-",
+        k.PARAM_ACT_SCHEME: first.act_scheme if first else "-",
+        k.PARAM_WEIGHT_GRANULARITY: first.weight_granularity if first else "-",
+        k.PARAM_N_INT8_OPS: str(len(int8)),
+        k.PARAM_N_FP32_OPS: str(len(plan.ops) - len(int8)),
+    }
+    for op in plan.ops:
+        params[k.op_param(op.name)] = op.dtype
+    return params
+
+
+def record_metrics(record: TrialRecord) -> dict[str, float]:
+    """The trial's scores as MLflow metrics (absent scores are left out, not zero)."""
+    values: dict[str, Any] = {
+        k.METRIC_ACCURACY: record.accuracy,
+        k.METRIC_RELATIVE_DROP: record.relative_drop,
+        k.METRIC_ABSOLUTE_DROP: record.absolute_drop,
+        k.METRIC_LATENCY_MS: record.latency_ms,
+        k.METRIC_MODEL_SIZE: record.model_size,
+        k.METRIC_INT8_OPS: record.int8_ops,
+        k.METRIC_FP32_OPS: record.fp32_ops,
+        k.METRIC_EVAL_SAMPLES: record.eval_samples,
+        k.METRIC_EVAL_SAMPLES_SAVED: record.samples_saved,
+        k.METRIC_CALIBRATION_PASSES: record.calibration_passes,
+        k.METRIC_TRIAL_WALL_TIME: record.wall_time_s,
+    }
+    for key, value in record.perf.items():
+        values.setdefault(key, value)
+    return {k.safe_key(key): float(v) for key, v in values.items() if v is not None}
+
+
+def study_params(model: str, info: StudyInfo) -> dict[str, str]:
+    """The parent run's params: the study's settings (values cut to MLflow's limit)."""
+    s = info.settings
+    params = {
+        k.PARAM_MODEL: model,
+        k.PARAM_APPROACH: s.approach,
+        k.PARAM_BACKENDS: ",".join(s.backends),
+        k.PARAM_STRATEGY: s.strategy,
+        k.PARAM_OBJECTIVE: s.objective,
+        k.PARAM_CRITERION: _criterion(s),
+        k.PARAM_MAX_TRIALS: str(s.max_trials),
+        k.PARAM_TIMEOUT: str(s.timeout),
+        k.PARAM_RANDOM_SEED: str(s.random_seed),
+        k.PARAM_N_OPS: str(len(info.ops)),
+        k.PARAM_STUDY_STORAGE: info.storage,
+    }
+    return {key: value[: k.MAX_VALUE] for key, value in params.items()}
+
+
+def baseline_metrics(info: StudyInfo) -> dict[str, float]:
+    """The parent run's fp32 baseline and the accuracy a trial needs (when known)."""
+    metrics = {k.METRIC_FP32_LATENCY_MS: info.baseline_latency_ms}
+    if info.baseline_accuracy is not None:
+        metrics[k.METRIC_FP32_ACCURACY] = info.baseline_accuracy
+    if info.required_accuracy is not None:
+        metrics[k.METRIC_REQUIRED_ACCURACY] = info.required_accuracy
+    return {key: float(v) for key, v in metrics.items()}
+
+
+def result_metrics(result: TuneResult) -> dict[str, float]:
+    """The parent run's summary: counts, totals, and the best trial's scores as ``best_*``."""
+    metrics: dict[str, Any] = {
+        k.METRIC_N_TRIALS: result.n_trials,
+        k.METRIC_N_PRUNED: result.n_pruned,
+        k.METRIC_N_ERRORS: result.n_errors,
+        k.METRIC_N_DUPLICATES: result.n_duplicates,
+        k.METRIC_CALIBRATION_PASSES: result.calibration_passes,
+        k.METRIC_EVAL_SAMPLES_SAVED: result.eval_samples_saved,
+        k.METRIC_TUNING_WALL_TIME: result.wall_time_s,
+    }
+    if result.best is not None:
+        metrics.update({k.best(key): v for key, v in record_metrics(result.best).items()})
+        metrics[k.METRIC_SPEEDUP] = result.speedup
+    return {key: float(v) for key, v in metrics.items() if v is not None}
+
+
+def result_tags(result: TuneResult) -> dict[str, str]:
+    """The parent run's outcome tags: best trial (when any), stop reason, slower than fp32."""
+    tags = {}
+    if result.best is not None:
+        tags[k.TAG_BEST_TRIAL] = str(result.best.number)
+    tags[k.TAG_STOP_REASON] = result.stop_reason
+    tags[k.TAG_SLOWER_THAN_FP32] = str(result.slower_than_fp32)
+    return tags
+
+
+def columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows (dicts with the first row's keys) as columns, for ``log_table``."""
+    names = list(rows[0])
+    return {name: [row.get(name) for row in rows] for name in names}
+
+
+def _criterion(settings: Any) -> str:
+    if settings.absolute is not None:
+        return f"absolute {settings.absolute}"
+    rel = settings.relative if settings.relative is not None else 0.01
+    return f"relative {rel}"
+
+
+__all__ = [
+    "baseline_metrics",
+    "columns",
+    "plan_params",
+    "record_metrics",
+    "result_metrics",
+    "result_tags",
+    "study_params",
+]
