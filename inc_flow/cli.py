@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from inc_flow.errors import IncFlowError
+from inc_flow.vocab import Role
 
 DEFAULT_CONFIG = "conf/lenet_static.yaml"
 EXIT_NOT_FOUND = 3  # tuning finished, but no plan met the accuracy target
@@ -55,7 +56,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     if args.worker:
-        outcome = quantize(cfg, role="worker")
+        outcome = quantize(cfg, role=Role.WORKER)
         n = len(outcome.result.records)
         logging.getLogger("inc_flow").info(
             "worker done: the study has %d trials; run `inc-flow finalize` once all workers "
@@ -69,11 +70,11 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def _save(outcome: Any, cfg: Any, output: str | None) -> int:
     """Write the best model to ``output`` (default ``outputs/<model.name>``); the exit code."""
+    from inc_flow.publish import save
+
     if outcome.q_model is None:
         return EXIT_NOT_FOUND
-    path = Path(output or Path("outputs") / cfg.model.name)
-    outcome.q_model.save(path)
-    logging.getLogger("inc_flow").info("saved best_configure.yaml and weights to %s", path)
+    save(outcome.q_model, cfg, output)
     return 0
 
 
@@ -81,7 +82,7 @@ def _cmd_finalize(args: argparse.Namespace) -> int:
     from inc_flow.api import quantize
 
     cfg = _config(args)
-    outcome = quantize(cfg, role="finalize")
+    outcome = quantize(cfg, role=Role.FINALIZE)
     return _save(outcome, cfg, args.output)
 
 

@@ -1,0 +1,196 @@
+"""After the search: the quantized model of the best trial, its MLflow record (times, the
+logged and registered model, the HTML report), the closest model kept when nothing passed,
+the outcome's log lines, and saving the model to an output directory.
+
+The MLflow tracker is opened per study by :func:`recording` (unless ``tracking.enabled`` is
+false or the caller brings its own tracker); a ``worker`` neither publishes nor registers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inc_flow.assemble import Assembly, Stage
+from inc_flow.config.sections import Config
+from inc_flow.model.output import QuantizedModel
+from inc_flow.scaleout import study_parent
+from inc_flow.search.ports import Engine, Tracker
+from inc_flow.search.progress import LoggingTracker, MultiTracker
+from inc_flow.search.records import TuneResult
+from inc_flow.search.settings import TuneSettings
+from inc_flow.vocab import Approach, Role
+
+logger = logging.getLogger("inc_flow")
+
+
+@dataclass
+class Recording:
+    """One study's trackers: ``trackers`` for the search, ``recorder`` (MLflow, or None)."""
+
+    trackers: MultiTracker
+    recorder: Any
+    role: str = Role.TUNE
+
+
+def open_recorder(cfg: Config, settings: TuneSettings, role: str = Role.TUNE) -> Any:
+    """The MLflow tracker, unless ``tracking.enabled`` is false."""
+    if not cfg.tracking.enabled:
+        return None
+    from inc_flow.record.tracking import MlflowTracker  # imports mlflow: only when tracking
+
+    if role == Role.TUNE:
+        return MlflowTracker(cfg)
+    recorder = MlflowTracker(cfg, role=role)
+    recorder.parent_id = study_parent(settings, recorder, role)
+    return recorder
+
+
+@contextmanager
+def recording(
+    cfg: Config, settings: TuneSettings, role: str = Role.TUNE, tracker: Tracker | None = None
+) -> Iterator[Recording]:
+    """The study's trackers (``tracker``, or the log and MLflow); closes the MLflow record,
+    as failed when the block raised."""
+    recorder = open_recorder(cfg, settings, role) if tracker is None else None
+    failed = True
+    try:
+        yield Recording(MultiTracker(tracker or LoggingTracker(), recorder), recorder, role)
+        failed = False
+    finally:
+        if recorder is not None:
+            recorder.close(failed=failed)
+
+
+def publish(
+    rec: Recording, cfg: Config, parts: Assembly, stage: Stage, result: TuneResult
+) -> QuantizedModel | None:
+    """The best trial's quantized model (None if nothing passed), logged and registered; the
+    closest kept when nothing passed; the HTML report on the parent run."""
+    recorder, role = rec.recorder, rec.role
+    if recorder is not None and role == Role.TUNE:
+        recorder.log_times(time_split(parts, stage))
+    q_model = None
+    if result.best is not None:
+        q_model = QuantizedModel(
+            model=result.best_model,
+            plan=result.best.plan,
+            example_inputs=parts.example,
+            calibration_size=0 if stage.approach == Approach.DYNAMIC else parts.sampling_size,
+            info=info(result),
+        )
+        if recorder is not None and role != Role.WORKER:
+            recorder.publish(q_model, result, parts.model, eval_source(cfg, parts.eval_func))
+    elif role != Role.WORKER:
+        keep_closest(stage.engine, result, parts.example, stage.settings, parts.sampling_size)
+    if recorder is not None and role != Role.WORKER:
+        _log_report(recorder)
+    return q_model
+
+
+def time_split(parts: Assembly, stage: Stage) -> dict[str, float]:
+    """Where the tuning time went, in seconds (this process's share of the study)."""
+    engine, evaluator, benchmark = stage.engine, parts.evaluator, parts.benchmark
+    return {
+        "time_calibration_s": engine.calibration_seconds,
+        "time_convert_s": engine.convert_seconds,
+        "time_evaluation_s": evaluator.seconds if evaluator is not None else 0.0,
+        "time_latency_s": benchmark.seconds,
+    }
+
+
+def eval_source(cfg: Config, eval_func: Any) -> str:
+    """What the accuracy was measured on, for comparing registered versions fairly."""
+    if eval_func is not None:
+        where = getattr(eval_func, "__module__", "")
+        return f"eval_func:{where}.{getattr(eval_func, '__qualname__', '')}"
+    acc = cfg.evaluation.accuracy
+    return repr(acc.to_dict()) if acc is not None else "python dataloader and metric"
+
+
+def _log_report(recorder: Any) -> None:
+    """The study's HTML dashboard on its parent run; a report failure never fails tuning."""
+    try:
+        from inc_flow.record.report import log_report
+
+        log_report(recorder.client, recorder.parent_id, None)
+    except Exception as e:  # noqa: BLE001 - the report is a view of a record already kept
+        logger.warning("the HTML report was not logged: %s", e)
+
+
+def info(result: TuneResult) -> dict[str, Any]:
+    """The ``info`` of a saved model: accuracy, latency and the study it came from."""
+    best = result.best
+    return {
+        "accuracy": best.accuracy if best else None,
+        "baseline_accuracy": result.baseline_accuracy,
+        "relative_drop": best.relative_drop if best else None,
+        "latency_ms": best.latency_ms if best else None,
+        "baseline_latency_ms": result.baseline_latency_ms,
+        "speedup": result.speedup,
+        "slower_than_fp32": result.slower_than_fp32,
+        "accuracy_checked": result.accuracy_checked,
+        "trial": best.number if best else None,
+        "trials": result.n_trials,
+        "study": result.study_name,
+    }
+
+
+def keep_closest(
+    engine: Engine, result: TuneResult, example: Any, settings: TuneSettings, size: int
+) -> None:
+    """Nothing passed: keep the closest trial's model in the workspace and say why."""
+    closest = result.closest
+    if closest is None:
+        logger.warning("no trial completed; nothing to keep (see the trial log above)")
+        return
+    target = Path(settings.workspace) / "closest_model"
+    try:
+        model = engine.build(closest.plan)
+        QuantizedModel(model, closest.plan, example, size, info(result)).save(target)
+    except Exception as e:  # noqa: BLE001 - keeping the closest model is best effort
+        logger.warning("could not keep the closest trial's model: %s", e)
+        return
+    logger.warning(
+        "no plan met the accuracy target %s: the closest, trial %d (%s), reached %s, "
+        "missing by %s; its model is kept in %s",
+        _fmt(result.required_accuracy),
+        closest.number,
+        closest.plan.summary(),
+        _fmt(closest.accuracy),
+        _fmt(result.closest_miss),
+        target,
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def log_outcome(q_model: QuantizedModel | None) -> None:
+    """The outcome in the log: the statistics and fp32 fallbacks, or that nothing passed."""
+    # The tuner has already logged its warnings (slower than fp32, accuracy not checked).
+    if q_model is None:
+        logger.warning("Not found any quantized model that meets the accuracy target.")
+        return
+    for line in q_model.statistics_lines():
+        logger.info(line)
+    fallbacks = q_model.plan.fp32_ops
+    logger.info(
+        "fp32 fallbacks (%d of %d ops): %s",
+        len(fallbacks),
+        len(q_model.plan.ops),
+        ", ".join(fallbacks) if fallbacks else "none",
+    )
+
+
+def save(q_model: QuantizedModel, cfg: Config, output: str | None = None) -> Path:
+    """Write ``q_model`` to ``output`` (default ``outputs/<model.name>``); the directory."""
+    path = Path(output or Path("outputs") / cfg.model.name)
+    q_model.save(path)
+    logger.info("saved best_configure.yaml and weights to %s", path)
+    return path
