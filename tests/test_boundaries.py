@@ -89,3 +89,18 @@ def test_config_and_search_load_without_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_every_sub_package_is_packaged():
+    """pyproject lists packages by name (dashboards/ installs under another name), so a new
+    sub-package must be added there or wheels leave it out."""
+    import tomllib
+
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for p in (ROOT / "inc_flow").rglob("__init__.py")
+    }
+    assert found | {"inc_flow_dashboards"} == listed
