@@ -33,8 +33,8 @@ from tests.helpers.stores import (
     sleepy_config,
     start_tune,
 )
-from tests.helpers.toy import BARRIER_ENV, SLEEP_ENV
 from tests.test_tuner import OPS, FakeEngine, FakeEvaluator, run
+from tests.toys import BARRIER_ENV, SLEEP_ENV
 
 STUDY = "shared"
 MAX_TRIALS = 6

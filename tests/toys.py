@@ -1,4 +1,4 @@
-"""A toy factory model for subprocess tests (``model.factory: tests.helpers.toy:SleepyNet``).
+"""A toy factory model for subprocess tests (``model.factory: tests.toys:SleepyNet``).
 
 ``SleepyNet`` is TinyNet with a call that sleeps ``INC_FLOW_TEST_SLEEP_S`` seconds per forward
 pass. The call is an FX leaf (``torch.fx.wrap``), so it stays in every traced, prepared and
