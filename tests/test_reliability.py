@@ -14,8 +14,7 @@ from inc_flow import quantize
 from inc_flow.errors import ConfigError, DataError, MetricError, QuantizationError, SaveLoadError
 from inc_flow.search.progress import LoggingTracker
 from inc_flow.search.storage import RECORD_ATTR
-from tests.test_fx import NoOps, TinyNet, Untraceable
-from tests.toys import SleepyNet
+from tests.toys import NoOps, SleepyNet, TinyNet, Untraceable
 
 X = torch.randn(8, 1, 20, 20, generator=torch.Generator().manual_seed(0))
 LABELS = torch.zeros(8, dtype=torch.long)
