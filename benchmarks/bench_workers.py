@@ -1,6 +1,6 @@
 """Trials per minute with 1 and 2 ``inc-flow tune --worker`` processes on one study.
 
-The study is the toy ``tests.helpers.toy:sleepy_net`` on dummy data: each forward pass sleeps
+The study is the toy ``tests.toys:sleepy_net`` on dummy data: each forward pass sleeps
 ``--sleep`` seconds (the CPU stays free), so a trial has a fixed, evaluation-like wall time and
 the table shows what scale-out adds or costs around it: storage round trips (Optuna's RDB
 storage, heartbeats), MLflow logging, duplicate seeds. Storage: a throwaway PostgreSQL cluster
@@ -34,7 +34,7 @@ def _measure(n: int, args, storage: str, uri: str | None, tmp: Path) -> tuple[in
     from inc_flow.search.storage import RECORD_ATTR
     from tests.helpers.scaleout import start_cli
     from tests.helpers.stores import kill_group, sleepy_config
-    from tests.helpers.toy import BARRIER_ENV, SLEEP_ENV
+    from tests.toys import BARRIER_ENV, SLEEP_ENV
 
     study = f"bench-workers-{n}-{int(time.time())}"
     work = tmp / study

@@ -1,5 +1,16 @@
-"""Shared fixtures: every test gets its own MLflow tracking store (MLflow's own test style)
-and fails if it leaves a run open."""
+"""Shared fixtures: every test that may use MLflow gets its own MLflow tracking store (MLflow's
+own test style) and fails if it leaves a run open.
+
+The store is per test: ``MLFLOW_TRACKING_URI`` and ``MLFLOW_REGISTRY_URI`` point at a fresh
+``sqlite:///<tmp>/mlflow.db``. Pure tests (config, search space, scoring, tuner with fakes, FX
+engine, data, metrics) opt out with ``pytestmark = pytest.mark.no_mlflow`` in their module (or
+the mark on a test): for them the fixture does nothing and imports nothing, so mlflow is not
+imported on their account. A marked test that did talk to MLflow would reach a store not its
+own, so mark only what never touches MLflow (no ``quantize``, ``Quantization``, CLI with
+tracking, ``MlflowClient``). tests/test_conftest.py checks both sides.
+
+The shared toy models live in tests/toys.py, the tuner's fakes in tests/fakes.py.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +18,13 @@ import pytest
 
 
 @pytest.fixture(autouse=True)
-def mlflow_tracking(tmp_path_factory, monkeypatch):
-    """A fresh SQLite tracking URI per test; no project-run variables leak in."""
+def mlflow_tracking(request, tmp_path_factory, monkeypatch):
+    """A fresh SQLite tracking URI per test; no project-run variables leak in.
+
+    None, untouched environment, for tests marked ``no_mlflow``."""
+    if request.node.get_closest_marker("no_mlflow") is not None:
+        yield None
+        return
     store = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{store}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -7,7 +7,8 @@ yaml syntax, an empty file), optionally ``# match: <regex>`` for the message,
 weights file, a data directory): ``Config.from_yaml`` accepts those, ``inc-flow tune`` must
 still reject them before any work. Each file goes through ``Config.from_yaml`` and through
 ``inc-flow tune`` (in-process); the CLI must exit 2, name the key path, and write nothing:
-no MLflow experiment or run, no Optuna study, no workspace, no output directory.
+no MLflow experiment or run, no Optuna study, no workspace, no output directory. Only the
+``inc-flow tune`` tests get an MLflow store (tests/conftest.py); the others are ``no_mlflow``.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ def restore_logging():
     log.handlers[:], log.level, log.propagate = saved
 
 
+@pytest.mark.no_mlflow
 def test_the_corpus_is_large_and_covers_each_section():
     assert len(FILES) >= 50
     paths = [_expectation(f)["expect"] for f in FILES]
@@ -75,6 +77,7 @@ def test_the_corpus_is_large_and_covers_each_section():
         assert sum(p.startswith(section) for p in paths) >= 2, section
 
 
+@pytest.mark.no_mlflow
 @pytest.mark.parametrize("path", [*FILES, MISSING], ids=lambda p: p.stem)
 def test_config_from_yaml_names_the_key_path(path, workdir):
     want = _expectation(path)

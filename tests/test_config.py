@@ -22,6 +22,8 @@ from inc_flow.config.spaces import OpSpace, TensorSpace
 from inc_flow.config.specs import DatasetSpec, MetricSpec, MultiMetricSpec, TransformSpec
 from inc_flow.errors import ConfigError
 
+pytestmark = pytest.mark.no_mlflow
+
 ROOT = Path(__file__).resolve().parents[1]
 MISSING_DIR = "/nonexistent/inc_flow/data"
 

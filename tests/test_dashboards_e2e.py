@@ -29,7 +29,7 @@ from mlflow import MlflowClient
 
 from inc_flow.record import fetch
 from inc_flow.record.report import log_report, write_comparison
-from tests.test_report import _tiny
+from tests.toys import tiny_study
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -175,8 +175,8 @@ def _severe(entries: list[dict[str, Any]]) -> list[str]:
 @pytest.fixture
 def studies(tmp_path, mlflow_tracking) -> str:
     """Two tiny studies (x86, onednn) in the test's store, each with its report logged."""
-    _tiny(tmp_path, "x86")
-    _tiny(tmp_path, "onednn")
+    tiny_study(tmp_path, "x86")
+    tiny_study(tmp_path, "onednn")
     client = MlflowClient()
     for study in fetch.fetch_studies(["tiny"], client=client):
         log_report(client, study.run_id, "tiny", directory=tmp_path / study.run_id)

@@ -28,6 +28,8 @@ from inc_flow.data import (
 from inc_flow.data.transforms import CenterCrop, Normalize, Resize, ToTensor
 from inc_flow.errors import DataError, MetricError
 
+pytestmark = pytest.mark.no_mlflow
+
 FMNIST = "/usr/share/datasets/fashion-mnist"
 
 

@@ -13,7 +13,9 @@ from inc_flow.metrics import Accuracy, TopK
 from inc_flow.quant.engine import FxEngine
 from inc_flow.quant.evaluate import LatencyBenchmark, MetricEvaluator, repeat_batch
 from inc_flow.search.plan import default_plan
-from tests.test_fx import TinyNet
+from tests.toys import TinyNet
+
+pytestmark = pytest.mark.no_mlflow
 
 
 class Labelled(torch.utils.data.Dataset):

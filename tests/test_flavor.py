@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from inc_flow.quant.ao import quiet
 from inc_flow.quant.graph import calibrate, convert, list_ops, prepare
 from inc_flow.search.plan import default_plan
 from inc_flow.vocab import Approach
+from tests import toys
 from tests.helpers.http import free_port, post_json
 
 pytestmark = [
@@ -45,29 +47,13 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[1]
 TOY_PACKAGE = "inc_flow_flavor_toys"  # written to a tmp dir: importable only via code_paths
 FACTORY = f"{TOY_PACKAGE}.net:TinyNet"
-SHAPE = (1, 20, 20)
+SHAPE = toys.SHAPE
 NAME = "toy-int8"
-TOY_SOURCE = """
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3)
-        self.conv2 = nn.Conv2d(4, 8, 3)
-        self.fc1 = nn.Linear(8 * 4 * 4, 16)
-        self.fc2 = nn.Linear(16, 10)
-
-    def forward(self, x):
-        x = F.relu(F.max_pool2d(self.conv1(x), 2))
-        x = F.relu(self.conv2(x))
-        x = F.adaptive_avg_pool2d(x, 4)
-        x = F.relu(self.fc1(torch.flatten(x, 1)))
-        return self.fc2(x)
-"""
+# TinyNet as a package of its own: the class of tests/toys.py, with the imports it needs.
+TOY_SOURCE = (
+    "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
+    + inspect.getsource(toys.TinyNet)
+)
 
 
 MULTI_FACTORY = f"{TOY_PACKAGE}.multi:build"

@@ -16,45 +16,12 @@ from inc_flow.quant.state import rebuild
 from inc_flow.quant.stats import op_counts, op_statistics, statistics_frame
 from inc_flow.search.plan import OpPlan, Plan, default_plan
 from inc_flow.vocab import Approach
+from tests.toys import NoOps, TinyNet, Untraceable
+
+pytestmark = pytest.mark.no_mlflow
 
 BACKENDS = ["x86", "onednn", "fbgemm"]
 STATIC, DYNAMIC, QAT = Approach.STATIC.value, Approach.DYNAMIC.value, Approach.QAT.value
-
-
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3)
-        self.conv2 = nn.Conv2d(4, 8, 3)
-        self.fc1 = nn.Linear(8 * 4 * 4, 16)
-        self.fc2 = nn.Linear(16, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(F.max_pool2d(self.conv1(x), 2))
-        x = F.relu(self.conv2(x))
-        x = F.adaptive_avg_pool2d(x, 4)
-        x = F.relu(self.fc1(torch.flatten(x, 1)))
-        return self.fc2(x)
-
-
-class Untraceable(nn.Module):
-    """Data-dependent control flow at the top; its sub-modules trace."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = TinyNet()
-        self.head = nn.Linear(10, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.body(x)
-        if y.sum() > 0:
-            y = y * 2
-        return self.head(y)
-
-
-class NoOps(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(x)
 
 
 def _calibrated(model: nn.Module, plan: Plan, x: torch.Tensor) -> nn.Module:

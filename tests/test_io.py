@@ -15,7 +15,7 @@ from inc_flow.model.output import CONFIGURE_FILE, WEIGHTS_FILE, QuantizedModel, 
 from inc_flow.quant.graph import calibrate, convert, list_ops, prepare
 from inc_flow.search.plan import Plan, default_plan
 from inc_flow.vocab import Approach
-from tests.test_fx import TinyNet
+from tests.toys import TinyNet
 
 
 def _quantized(

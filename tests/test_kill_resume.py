@@ -1,6 +1,6 @@
 """`kill -9` of `inc-flow tune` in the middle of a trial, then the same command again.
 
-A real subprocess tunes ``tests.helpers.toy:sleepy_net`` (each forward pass sleeps, so a trial
+A real subprocess tunes ``tests.toys:sleepy_net`` (each forward pass sleeps, so a trial
 takes about two seconds). Once a trial has finished and the next one is running, with its
 MLflow child run open, the process is killed. The rerun must resume: the orphaned Optuna
 trial FAIL, its MLflow child run KILLED, every finished trial kept as it was and none run
@@ -26,7 +26,7 @@ from tests.helpers.stores import (
     start_tune,
     wait_for,
 )
-from tests.helpers.toy import SLEEP_ENV
+from tests.toys import SLEEP_ENV
 
 pytestmark = pytest.mark.slow
 STUDY = "killed"

@@ -23,6 +23,8 @@ from inc_flow.metrics import (
     build_metric,
 )
 
+pytestmark = pytest.mark.no_mlflow
+
 LOGITS = torch.tensor(
     [
         [0.1, 0.5, 0.2, 0.0, 0.0, 0.0, 0.0],  # ranking 1, 2, 0, ...

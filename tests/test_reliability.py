@@ -14,8 +14,7 @@ from inc_flow import quantize
 from inc_flow.errors import ConfigError, DataError, MetricError, QuantizationError, SaveLoadError
 from inc_flow.search.progress import LoggingTracker
 from inc_flow.search.storage import RECORD_ATTR
-from tests.helpers.toy import SleepyNet
-from tests.test_fx import NoOps, TinyNet, Untraceable
+from tests.toys import NoOps, SleepyNet, TinyNet, Untraceable
 
 X = torch.randn(8, 1, 20, 20, generator=torch.Generator().manual_seed(0))
 LABELS = torch.zeros(8, dtype=torch.long)
@@ -216,7 +215,7 @@ def test_a_weights_file_that_does_not_match_the_model_is_named(tmp_path, state, 
     conf = _conf(tmp_path, storage=None)
     conf["model"] = {
         "name": "sleepy",
-        "factory": "tests.helpers.toy:SleepyNet",
+        "factory": "tests.toys:SleepyNet",
         "weights": str(tmp_path / "fp32.pt"),
     }
     with pytest.raises(SaveLoadError, match=r"`model\.weights` .* does not match SleepyNet"):

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from inc_flow.cli import main
 from inc_flow.errors import IncFlowError
@@ -21,7 +19,7 @@ from inc_flow.record import rows as report
 from inc_flow.record.report import log_report, write_report
 from inc_flow.record.rows import StudyRuns
 from inc_flow_dashboards import comparison_html, study_html
-from tests.test_fx import TinyNet
+from tests.toys import tiny_study
 
 # --- a hand-built MLflow record ---------------------------------------------------------
 
@@ -280,30 +278,6 @@ def _assert_self_contained(page: str) -> None:
 # --- the real record of tiny studies ----------------------------------------------------
 
 
-def _local_net():
-    class Net(TinyNet):  # defined in a function: no factory, so no slow model logging
-        pass
-
-    return Net().eval()
-
-
-def _tiny(tmp: Path, backend: str) -> None:
-    from inc_flow import quantize
-
-    torch.manual_seed(0)
-    x = torch.randn(32, 1, 20, 20)
-    conf = {
-        "model": {"name": "tiny"},
-        "quantization": {"backend": backend},
-        "tuning": {
-            "workspace": {"path": str(tmp / backend)},
-            "exit_policy": {"timeout": 600, "max_trials": 2},
-            "accuracy_criterion": {"absolute": 0.5},
-        },
-    }
-    quantize(conf, model=_local_net(), calib_dataloader=[x], eval_func=lambda m: 0.9)
-
-
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """Two tiny studies (x86, onednn) in their own store; returns its tracking URI."""
@@ -311,8 +285,8 @@ def toy(tmp_path_factory):
     uri = f"sqlite:///{tmp}/mlflow.db"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", uri)
-        _tiny(tmp, "x86")
-        _tiny(tmp, "onednn")
+        tiny_study(tmp, "x86")
+        tiny_study(tmp, "onednn")
     return uri
 
 

@@ -22,7 +22,7 @@ from inc_flow.search.records import TrialRecord
 from inc_flow.search.storage import GRACE_ENV, HEARTBEAT_ENV, PARENT_ATTR, RECORD_ATTR, WORKER_ATTR
 from tests.helpers.scaleout import cluster, mlflow_server, postgres_missing, start_cli
 from tests.helpers.stores import kill_group, sleepy_config, wait_for
-from tests.helpers.toy import BARRIER_ENV, SLEEP_ENV
+from tests.toys import BARRIER_ENV, SLEEP_ENV
 
 pytestmark = [
     pytest.mark.slow,

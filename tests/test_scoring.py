@@ -15,6 +15,8 @@ from inc_flow.search.accuracy import (
     shortfall,
 )
 
+pytestmark = pytest.mark.no_mlflow
+
 NAN = float("nan")
 
 # baseline, value, relative, absolute, higher_is_better, meets?

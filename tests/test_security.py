@@ -37,9 +37,9 @@ from inc_flow.search.progress import LoggingTracker
 from inc_flow.vocab import Approach
 from tests.helpers.http import free_port, post_json
 from tests.helpers.stores import mlflow_template, prepare_mlflow
-from tests.helpers.toy import SHAPE, SleepyNet
+from tests.toys import SHAPE, SleepyNet
 
-FACTORY = "tests.helpers.toy:SleepyNet"
+FACTORY = "tests.toys:SleepyNet"
 
 
 class Payload:

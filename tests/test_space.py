@@ -9,6 +9,8 @@ import pytest
 
 from inc_flow.search.space import SearchSpace
 
+pytestmark = pytest.mark.no_mlflow
+
 OPS = [("conv1", "Conv2d"), ("conv2", "Conv2d"), ("fc1", "Linear"), ("add", "add")]
 DYNAMIC = "post_training_dynamic_quant"
 

@@ -22,7 +22,7 @@ from inc_flow.record.values import plan_params
 from inc_flow.search.plan import default_plan
 from inc_flow.search.records import StudyInfo
 from inc_flow.search.settings import TuneSettings
-from tests.test_fx import TinyNet
+from tests.toys import TinyNet
 
 ROOT = Path(__file__).resolve().parents[1]
 FMNIST = Path("/usr/share/datasets/fashion-mnist")

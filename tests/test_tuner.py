@@ -4,149 +4,19 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 import pytest
 
 from inc_flow.search.loop import ALL_FP32, tune
-from inc_flow.search.plan import Plan
-from inc_flow.search.records import EvalOutcome, StudyInfo, TrialRecord, TuneResult
 from inc_flow.search.settings import TuneSettings
 from inc_flow.search.space import SearchSpace
+from tests.fakes import MEMORY, OPS, FakeBenchmark, FakeEngine, FakeEvaluator, run
 
-OPS = [
-    ("conv1", "Conv2d"),
-    ("conv2", "Conv2d"),
-    ("conv3", "Conv2d"),
-    ("fc1", "Linear"),
-    ("fc2", "Linear"),
-    ("add1", "add"),
-]
+pytestmark = pytest.mark.no_mlflow
+
 N_TYPES = 3
-MEMORY = ":memory:"
-
-
-@dataclass
-class FakeModel:
-    plan: Plan | None  # None: the fp32 model
-
-
-class FakeEngine:
-    """Each int8 op costs a fixed accuracy ``damage``; kl observers halve it when ``kl_helps``."""
-
-    def __init__(
-        self,
-        damage: dict[str, float],
-        fail: Callable[[Plan], bool] | None = None,
-        ops: list[tuple[str, str]] = OPS,
-        kl_helps: bool = False,
-    ) -> None:
-        self.damage, self.fail, self._ops, self.kl_helps = damage, fail, list(ops), kl_helps
-        self.fp32_model = FakeModel(None)
-        self.calibration_passes = 0
-        self.builds: list[Plan] = []
-        self.sensitivity_after: list[int] = []
-        self._calibrated: set = set()
-
-    def ops(self) -> list[tuple[str, str]]:
-        return list(self._ops)
-
-    def build(self, plan: Plan) -> FakeModel:
-        self.builds.append(plan)
-        if self.fail is not None and self.fail(plan):
-            raise RuntimeError("convert failed for this plan")
-        if plan.calibration_key() not in self._calibrated:
-            self._calibrated.add(plan.calibration_key())
-            self.calibration_passes += 1
-        return FakeModel(plan)
-
-    def sensitivity(self, plan: Plan) -> dict[str, float]:
-        self.sensitivity_after.append(len(self.builds))
-        return {n: self.damage.get(n, 0.0) for n in plan.int8_ops}
-
-    def model_size(self, model: FakeModel) -> int:
-        plan = model.plan
-        return sum(1000 if plan and plan.op(n).quantized else 4000 for n, _ in self._ops)
-
-    def op_counts(self, model: FakeModel, plan: Plan) -> tuple[int, int]:
-        return len(plan.int8_ops), len(plan.fp32_ops)
-
-    def accuracy(self, plan: Plan | None, base: float) -> float:
-        if plan is None:
-            return base
-        scale = 0.5 if self.kl_helps and plan.ops[0].act_algorithm == "kl" else 1.0
-        return base - scale * sum(self.damage.get(n, 0.0) for n in plan.int8_ops)
-
-
-@dataclass
-class FakeEvaluator:
-    engine: FakeEngine
-    base: float = 0.9
-    total: int = 1000
-    early_stop: bool = False
-    nan_for: str | None = None  # op name: NaN accuracy when it is fp32
-    calls: list = field(default_factory=list)
-
-    def evaluate(self, model: FakeModel, threshold: float | None) -> EvalOutcome:
-        self.calls.append(model.plan)
-        if model.plan is not None and self.nan_for in model.plan.fp32_ops:
-            return EvalOutcome(float("nan"), self.total, self.total)
-        acc = self.engine.accuracy(model.plan, self.base)
-        if self.early_stop and threshold is not None and acc < threshold:
-            return EvalOutcome(acc, self.total // 4, self.total, stopped_early=True)
-        return EvalOutcome(acc, self.total, self.total)
-
-
-class FakeBenchmark:
-    """int8 op 1 ms, fp32 op 2 ms, each fp32<->int8 boundary (model ends are fp32) 0.3 ms."""
-
-    def __init__(self, int8_cost: float = 1.0) -> None:
-        self.int8_cost = int8_cost
-
-    def latency(self, model: FakeModel) -> float:
-        if model.plan is None:
-            return 2.0 * len(OPS)
-        dtypes = ["fp32"] + [op.dtype for op in model.plan.ops] + ["fp32"]
-        cost = sum(self.int8_cost if d == "int8" else 2.0 for d in dtypes[1:-1])
-        return cost + 0.3 * sum(a != b for a, b in zip(dtypes, dtypes[1:], strict=False))
-
-
-class ListTracker:
-    def __init__(self) -> None:
-        self.info: StudyInfo | None = None
-        self.records: list[TrialRecord] = []
-        self.result: TuneResult | None = None
-
-    def study_started(self, info: StudyInfo) -> None:
-        self.info = info
-
-    def trial_finished(self, record: TrialRecord) -> None:
-        self.records.append(record)
-
-    def study_finished(self, result: TuneResult) -> None:
-        self.result = result
-
-
-def run(
-    damage: dict[str, float],
-    engine: FakeEngine | None = None,
-    evaluator: FakeEvaluator | None = None,
-    **kw: object,
-) -> tuple[TuneResult, FakeEngine, ListTracker]:
-    engine = engine or FakeEngine(damage)
-    evaluator = evaluator or FakeEvaluator(engine)
-    if "workspace" not in kw:
-        kw.setdefault("storage", MEMORY)
-    tracker = kw.pop("tracker", ListTracker())
-    space = kw.pop("space", None)
-    bench = kw.pop("benchmark", FakeBenchmark())
-    result = tune(engine, evaluator, bench, TuneSettings(**kw), space=space, tracker=tracker)
-    return result, engine, tracker
-
-
 HOPELESS = {n: 0.1 for n, _ in OPS}  # every int8 op misses the 1% target alone
 
 

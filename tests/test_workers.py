@@ -5,7 +5,7 @@ workers start: two processes creating the same fresh SQLite file race. The worke
 start tuning together (a barrier in the model factory) and must share the work: distinct
 plans (a plan evaluated twice only as a reported duplicate), every trial finished, one child
 run per trial, and exactly one champion in the registry. Two fast tests pin the two rules
-that make this so, with the fake engine of tests/test_tuner.py and a stand-in for the other
+that make this so, with the fake engine of tests/fakes.py and a stand-in for the other
 worker: a seed another worker runs is skipped, and a plan drawn twice waits for its twin.
 """
 
@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from inc_flow.search.records import TrialRecord
 from inc_flow.search.space import SearchSpace
 from inc_flow.search.storage import RECORD_ATTR, WORKER_ATTR
+from tests.fakes import OPS, FakeEngine, FakeEvaluator, run
 from tests.helpers.stores import (
     kill_group,
     mlflow_template,
@@ -33,8 +34,7 @@ from tests.helpers.stores import (
     sleepy_config,
     start_tune,
 )
-from tests.helpers.toy import BARRIER_ENV, SLEEP_ENV
-from tests.test_tuner import OPS, FakeEngine, FakeEvaluator, run
+from tests.toys import BARRIER_ENV, SLEEP_ENV
 
 STUDY = "shared"
 MAX_TRIALS = 6

@@ -1,1 +1,1 @@
-"""Helpers for the reliability tests: a toy factory model, shared store set-up."""
+"""Helpers for the reliability tests: shared store set-up, servers, custom data."""

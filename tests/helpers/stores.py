@@ -49,14 +49,14 @@ def prepare_mlflow(uri: str, template: Path, experiment: str, artifacts: Path) -
 
 
 def sleepy_config(tmp: Path, study: str, max_trials: int, experiment: str) -> Path:
-    """A yaml config tuning ``tests.helpers.toy:sleepy_net`` on dummy data; its path.
+    """A yaml config tuning ``tests.toys:sleepy_net`` on dummy data; its path.
 
     ``timeout`` > 0, so tuning goes on after the first passing plan until ``max_trials``;
     ``absolute: 1.0`` makes every completed plan pass (the scores are not under test).
     """
     dummy = {"batch_size": 8, "dataset": {"dummy": {"shape": [8, 1, 20, 20]}}}
     conf = {
-        "model": {"name": "sleepy", "factory": "tests.helpers.toy:sleepy_net"},
+        "model": {"name": "sleepy", "factory": "tests.toys:sleepy_net"},
         "quantization": {"calibration": {"sampling_size": 8, "dataloader": dummy}},
         "evaluation": {
             "accuracy": {"metric": {"topk": 1}, "iteration": 2, "dataloader": dummy},
@@ -77,7 +77,7 @@ def sleepy_config(tmp: Path, study: str, max_trials: int, experiment: str) -> Pa
 
 def start_tune(config: Path, output: Path, log: Path, **env: str) -> subprocess.Popen:
     """``inc-flow tune CONFIG -o OUTPUT`` in its own session, run from the repository root
-    (so ``tests.helpers.toy`` imports), with ``env`` added to this process's environment."""
+    (so ``tests.toys`` imports), with ``env`` added to this process's environment."""
     full_env = {**os.environ, **env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     command = [str(BIN / "inc-flow"), "tune", str(config), "-o", str(output)]
     with log.open("wb") as out:
