@@ -18,6 +18,7 @@ from typing import Any
 from inc_flow.assemble import Assembly, Stage
 from inc_flow.config.sections import Config
 from inc_flow.model.output import QuantizedModel
+from inc_flow.record import keys
 from inc_flow.scaleout import study_parent
 from inc_flow.search.ports import Engine, Tracker
 from inc_flow.search.progress import LoggingTracker, MultiTracker
@@ -96,10 +97,10 @@ def time_split(parts: Assembly, stage: Stage) -> dict[str, float]:
     """Where the tuning time went, in seconds (this process's share of the study)."""
     engine, evaluator, benchmark = stage.engine, parts.evaluator, parts.benchmark
     return {
-        "time_calibration_s": engine.calibration_seconds,
-        "time_convert_s": engine.convert_seconds,
-        "time_evaluation_s": evaluator.seconds if evaluator is not None else 0.0,
-        "time_latency_s": benchmark.seconds,
+        keys.METRIC_TIME_CALIBRATION: engine.calibration_seconds,
+        keys.METRIC_TIME_CONVERT: engine.convert_seconds,
+        keys.METRIC_TIME_EVALUATION: evaluator.seconds if evaluator is not None else 0.0,
+        keys.METRIC_TIME_LATENCY: benchmark.seconds,
     }
 
 

@@ -170,3 +170,20 @@ def test_op_type_covering_most_ops_is_not_a_seed() -> None:
     ops = [(f"conv{i}", "Conv2d") for i in range(5)] + [("fc", "Linear")]
     fallbacks = [p.fp32_ops for p in SearchSpace(ops).op_type_fallbacks()]
     assert fallbacks == [("fc",)]  # 5 of 6 ops in fp32 would be slower than fp32 itself
+
+
+def test_a_plan_keeps_vocab_members_as_plain_strings() -> None:
+    """Plans travel through yaml, Optuna and MLflow: a StrEnum member is stored as its value,
+    and a wrong value is a PlanError (a ValueError the CLI reports as a user error)."""
+    import yaml
+
+    from inc_flow.errors import IncFlowError, PlanError
+    from inc_flow.search.plan import OpPlan, Plan
+    from inc_flow.vocab import Approach, Backend
+
+    plan = Plan((OpPlan("fc", "Linear"),), approach=Approach.STATIC, backend=Backend.ONEDNN)
+    assert type(plan.approach) is str and type(plan.backend) is str
+    assert yaml.safe_load(yaml.safe_dump(plan.to_dict()))["backend"] == "onednn"
+    with pytest.raises(PlanError, match="`backend` must be one of") as caught:
+        Plan((OpPlan("fc", "Linear"),), backend="arm")
+    assert isinstance(caught.value, IncFlowError) and isinstance(caught.value, ValueError)

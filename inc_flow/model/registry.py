@@ -19,29 +19,34 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from inc_flow.errors import IncFlowError
+from inc_flow.record import keys
 
 logger = logging.getLogger("inc_flow")
 
-# Aliases of a registered version.
-CHAMPION, CHALLENGER = "champion", "challenger"
+# Every name below is defined once in inc_flow.record.keys; these are the registry's views.
+CHAMPION, CHALLENGER = keys.ALIAS_CHAMPION, keys.ALIAS_CHALLENGER
 # Metric names `register` takes (the study's scores); the version tags store them.
-METRIC_ACCURACY = "accuracy"
-METRIC_RELATIVE_DROP = "relative_drop"
-METRIC_ABSOLUTE_DROP = "absolute_drop"
-METRIC_LATENCY = "latency_ms"
-METRIC_SPEEDUP = "speedup"
+METRIC_ACCURACY = keys.METRIC_ACCURACY
+METRIC_RELATIVE_DROP = keys.METRIC_RELATIVE_DROP
+METRIC_ABSOLUTE_DROP = keys.METRIC_ABSOLUTE_DROP
+METRIC_LATENCY = keys.METRIC_LATENCY_MS
+METRIC_SPEEDUP = keys.METRIC_SPEEDUP
 # Version tags: a metric's tag is its name, except those renamed here.
 METRIC_TAGS = {
-    METRIC_ACCURACY: "accuracy",
-    METRIC_RELATIVE_DROP: "drop",
-    METRIC_SPEEDUP: "speedup",
+    METRIC_ACCURACY: keys.VERSION_ACCURACY,
+    METRIC_RELATIVE_DROP: keys.VERSION_DROP,
+    METRIC_SPEEDUP: keys.VERSION_SPEEDUP,
 }
-TAG_BACKEND, TAG_APPROACH, TAG_STUDY = "backend", "approach", "study"
-TAG_LATENCY = METRIC_LATENCY  # the alias is decided on the version's `latency_ms` tag
-TAG_EVAL_DATA = "eval_data"
-TAG_CRITERION = "criterion"
-TAG_MEETS_TARGET = "meets_target"
-TAG_ALIAS_REASON = "alias_reason"
+TAG_BACKEND, TAG_APPROACH, TAG_STUDY = (
+    keys.VERSION_BACKEND,
+    keys.VERSION_APPROACH,
+    keys.VERSION_STUDY,
+)
+TAG_LATENCY = keys.VERSION_LATENCY_MS  # the alias is decided on the version's `latency_ms` tag
+TAG_EVAL_DATA = keys.VERSION_EVAL_DATA
+TAG_CRITERION = keys.VERSION_CRITERION
+TAG_MEETS_TARGET = keys.VERSION_MEETS_TARGET
+TAG_ALIAS_REASON = keys.VERSION_ALIAS_REASON
 REQUIRED_METRICS = (METRIC_ACCURACY, METRIC_RELATIVE_DROP, METRIC_LATENCY)
 REQUIRED_TAGS = (TAG_BACKEND, TAG_APPROACH, TAG_STUDY)
 

@@ -129,6 +129,10 @@ class Plan:
     framework: str = Framework.FX.value
 
     def __post_init__(self) -> None:
+        for name in ("approach", "backend", "framework"):  # vocab members -> plain strings
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, str(value))
         _check("approach", self.approach, APPROACHES)
         _check("backend", self.backend, BACKENDS)
         _check("framework", self.framework, FRAMEWORKS)
