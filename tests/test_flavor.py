@@ -175,7 +175,9 @@ SCORES = {"accuracy": 0.9, "relative_drop": 0.004, "latency_ms": 2.0, "speedup":
 TAGS = {"backend": "x86", "approach": "post_training_static_quant", "study": "toy-study"}
 
 
-def _register(uri: str, latency_ms: float, eval_data: str = "data-A", meets_target=True):
+def _register(
+    uri: str, latency_ms: float, eval_data: str = "data-A", meets_target=True, digest=None
+):
     return registry.register(
         uri,
         NAME,
@@ -184,6 +186,7 @@ def _register(uri: str, latency_ms: float, eval_data: str = "data-A", meets_targ
         eval_data=eval_data,
         criterion=registry.canonical({"relative": 0.01, "higher_is_better": True}),
         meets_target=meets_target,
+        digest=digest,
     )
 
 
@@ -459,15 +462,17 @@ def test_bad_multi_inputs_name_the_input(multi, tmp_path, bad, what):
 # --- the registry --------------------------------------------------------------------------
 def test_champion_moves_only_to_a_better_version(toy):
     uri = _log(toy).model_uri
-    assert _register(uri, latency_ms=2.0).aliases == ["champion"]
-    worse = _register(uri, latency_ms=2.5)
+    # one logged model stands for five distinct models: each gets a digest of its own
+    assert _register(uri, latency_ms=2.0, digest="d1").aliases == ["champion"]
+    worse = _register(uri, latency_ms=2.5, digest="d2")
     assert worse.aliases == ["challenger"] and _champion_version() == "1"
-    assert "not faster" in worse.tags["alias_reason"]
-    failing = _register(uri, latency_ms=0.5, meets_target=False)
+    assert worse.tags["alias_reason"] == "it is not faster than the champion (2.50 ms vs 2.00 ms)"
+    failing = _register(uri, latency_ms=0.5, meets_target=False, digest="d3")
     assert failing.aliases == ["challenger"] and _champion_version() == "1"
-    better = _register(uri, latency_ms=1.5)
+    better = _register(uri, latency_ms=1.5, digest="d4")
     assert better.aliases == ["champion"] and _champion_version() == "4"
-    other_data = _register(uri, latency_ms=9.0, eval_data="data-B")
+    assert better.tags["alias_reason"] == "it is faster (1.50 ms < 2.00 ms)"
+    other_data = _register(uri, latency_ms=9.0, eval_data="data-B", digest="d5")
     assert other_data.aliases == ["champion"] and _champion_version() == "5"
     assert "another eval data" in other_data.tags["alias_reason"]
     client = mlflow.MlflowClient()

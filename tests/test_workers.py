@@ -127,10 +127,13 @@ def test_two_workers_share_one_study_and_one_champion(tmp_path, tmp_path_factory
     runs = mlflow_trial_runs(mlflow_db)
     assert sorted(int(n) for n, _, _ in runs) == [t.number for t in trials]
     assert {s for _, _, s in runs} == {"FINISHED"}
-    # the registry: each worker registers its best; exactly one version is the champion
+    # the registry: each worker registers its best, once per distinct model (both may find
+    # the same best); exactly one version is the champion
     client = MlflowClient(mlflow_tracking)
     name = f"{STUDY}-int8"
-    assert len(client.search_model_versions(f"name = '{name}'")) == 2
+    versions = client.search_model_versions(f"name = '{name}'")
+    digests = [v.tags["content_digest"] for v in versions]
+    assert 1 <= len(versions) <= 2 and len(set(digests)) == len(digests), digests
     aliases = client.get_registered_model(name).aliases
     assert "champion" in aliases
     assert sum(alias == "champion" for alias in aliases) == 1

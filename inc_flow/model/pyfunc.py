@@ -8,6 +8,8 @@ travel as ``code_paths``, so the model loads where neither is installed; its pip
 are exact pins (:mod:`inc_flow.model.requirements`). MLflow calls :func:`_load_pyfunc`, which
 rebuilds the fp32 architecture from the factory and the int8 model with `inc_flow.load`:
 predictions are the int8 model's outputs, bit for bit. No pickles, no TorchScript.
+The logged model is tagged with its content digest (:func:`inc_flow.model.registry.
+content_digest`), so :func:`find_logged_model` finds it again instead of logging it twice.
 Registering the logged model is :mod:`inc_flow.model.registry`'s.
 """
 
@@ -27,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from mlflow.entities import LoggedModelStatus
 from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -40,6 +43,7 @@ from inc_flow.model.output import (
     load,
     read_configure,
 )
+from inc_flow.model.registry import TAG_DIGEST, content_digest
 from inc_flow.model.requirements import model_requirements
 from inc_flow.model.signature import (
     FLOAT32,
@@ -282,7 +286,8 @@ def log_model(
 
     Returns:
         MLflow's ModelInfo (``model_uri`` is what :func:`inc_flow.model.registry.register`
-        takes).
+        takes). The logged model is tagged ``content_digest``
+        (:func:`inc_flow.model.registry.content_digest`).
     """
     if threads < 1:
         raise SaveLoadError(f"`threads` must be >= 1, got threads={threads!r}")
@@ -334,4 +339,18 @@ def log_model(
             signature=signature,
             input_example=example,
             pip_requirements=requirements,
+            tags={TAG_DIGEST: content_digest(stage)},
         )
+
+
+def find_logged_model(run_id: str, digest: str) -> str | None:
+    """The URI of a model logged (completely) on run ``run_id`` whose content digest is
+    ``digest``, or None: a model logged before a process was killed is used again."""
+    experiment = mlflow.MlflowClient().get_run(run_id).info.experiment_id
+    found = mlflow.search_logged_models(
+        experiment_ids=[experiment],
+        filter_string=f"tags.`{TAG_DIGEST}` = '{digest}'",
+        output_format="list",
+    )
+    ready = [m for m in found if m.source_run_id == run_id and m.status == LoggedModelStatus.READY]
+    return min(ready, key=lambda m: m.creation_timestamp).model_uri if ready else None

@@ -4,6 +4,12 @@
 ``champion`` only when the new version beats the current one (:func:`decide_alias`);
 otherwise the version gets ``challenger``. The MLflow names this module writes and reads
 (aliases, version tags, metric names) are the constants below.
+
+Registering is idempotent: each version carries a :func:`content_digest` of the plan and the
+int8 weights, and a model whose digest is registered already is not registered again; a
+version left without an alias (a process killed between registering and aliasing) gets its
+alias on the next attempt. :func:`fault_point` is a test hook that kills the process at a
+named publishing step (``INC_FLOW_TEST_KILL_AT``).
 """
 
 from __future__ import annotations
@@ -11,14 +17,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import os
+import signal
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
-from inc_flow.errors import IncFlowError
+from inc_flow.errors import IncFlowError, SaveLoadError
+from inc_flow.model.output import WEIGHTS_FILE, read_configure
 from inc_flow.record import keys
 
 logger = logging.getLogger("inc_flow")
@@ -47,8 +58,15 @@ TAG_EVAL_DATA = keys.VERSION_EVAL_DATA
 TAG_CRITERION = keys.VERSION_CRITERION
 TAG_MEETS_TARGET = keys.VERSION_MEETS_TARGET
 TAG_ALIAS_REASON = keys.VERSION_ALIAS_REASON
+TAG_DIGEST = keys.VERSION_DIGEST
 REQUIRED_METRICS = (METRIC_ACCURACY, METRIC_RELATIVE_DROP, METRIC_LATENCY)
 REQUIRED_TAGS = (TAG_BACKEND, TAG_APPROACH, TAG_STUDY)
+# What `load` reads from best_configure.yaml; the scores (`info`) and versions are left out,
+# so the same model measured again has the same digest.
+DIGEST_KEYS = ("format_version", "approach", "framework", "backend", "example_inputs", "op")
+# Test hook: `INC_FLOW_TEST_KILL_AT=<step>` SIGKILLs the process at that publishing step.
+KILL_AT_ENV = "INC_FLOW_TEST_KILL_AT"
+AFTER_LOG_MODEL, AFTER_REGISTER, AFTER_ALIAS = "after_log_model", "after_register", "after_alias"
 
 
 class RegistryError(IncFlowError, ValueError):
@@ -63,6 +81,28 @@ def canonical(value: Any) -> str:
 def fingerprint(value: Any) -> str:
     """A short stable hash of a description of the eval data (e.g. ``evaluation.accuracy``)."""
     return "sha256:" + hashlib.sha256(canonical(value).encode()).hexdigest()[:16]
+
+
+def content_digest(directory: str | os.PathLike) -> str:
+    """``sha256:<hex>`` of an output directory's model: the canonical JSON of the plan part
+    of ``best_configure.yaml`` (:data:`DIGEST_KEYS`) and the bytes of the weights file."""
+    weights = Path(directory) / WEIGHTS_FILE
+    data = read_configure(directory)
+    if not weights.is_file():
+        raise SaveLoadError(f"no {WEIGHTS_FILE} in {str(directory)!r}")
+    digest = hashlib.sha256(canonical({k: data.get(k) for k in DIGEST_KEYS}).encode())
+    digest.update(b"\0")
+    with weights.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def fault_point(step: str) -> None:
+    """Test hook: SIGKILL this process when ``INC_FLOW_TEST_KILL_AT`` names ``step``
+    (:data:`AFTER_LOG_MODEL`, :data:`AFTER_REGISTER` or :data:`AFTER_ALIAS`)."""
+    if os.environ.get(KILL_AT_ENV) == step:
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def registered_model_name(model_name: str, configured: str | None = None) -> str:
@@ -83,9 +123,25 @@ def _decide(new: Mapping[str, Any], current: Mapping[str, Any] | None) -> tuple[
     new_ms, cur_ms = new.get(TAG_LATENCY), current.get(TAG_LATENCY)
     if cur_ms is None:
         return CHAMPION, "the champion has no latency to compare"
-    if new_ms is not None and new_ms < cur_ms:
-        return CHAMPION, f"it is faster ({new_ms:.4g} ms < {cur_ms:.4g} ms)"
-    return CHALLENGER, f"it is not faster than the champion ({new_ms} ms vs {cur_ms:.4g} ms)"
+    if new_ms is None:
+        return CHALLENGER, "it has no latency to compare with the champion's"
+    new_text, cur_text = same_digits(new_ms, cur_ms)
+    if new_ms < cur_ms:
+        return CHAMPION, f"it is faster ({new_text} ms < {cur_text} ms)"
+    return CHALLENGER, f"it is not faster than the champion ({new_text} ms vs {cur_text} ms)"
+
+
+def same_digits(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` with the same number of decimals: 3 significant digits of the smaller,
+    or more (up to 8) until different values read differently (``1.5499`` vs ``1.5500``)."""
+    sizes = [abs(x) for x in (a, b) if x and math.isfinite(x)]
+    magnitude = math.floor(math.log10(min(sizes))) if sizes else 0
+    for digits in range(3, 9):
+        decimals = min(max(digits - 1 - magnitude, 0), 12)
+        a_text, b_text = f"{a:.{decimals}f}", f"{b:.{decimals}f}"
+        if a == b or a_text != b_text:
+            break
+    return a_text, b_text
 
 
 def decide_alias(new: Mapping[str, Any], current: Mapping[str, Any] | None) -> str:
@@ -98,6 +154,11 @@ def decide_alias(new: Mapping[str, Any], current: Mapping[str, Any] | None) -> s
     comparable (other eval data or criterion, missing facts, not meeting the target).
     """
     return _decide(new, current)[0]
+
+
+def alias_reason(new: Mapping[str, Any], current: Mapping[str, Any] | None) -> str:
+    """Why :func:`decide_alias` decides as it does (the version's ``alias_reason`` tag)."""
+    return _decide(new, current)[1]
 
 
 def _facts_from_tags(tags: Mapping[str, str]) -> dict[str, Any]:
@@ -130,6 +191,27 @@ def champion(name: str) -> Any:
     return client.get_model_version_by_alias(name, CHAMPION) if CHAMPION in aliases else None
 
 
+def find_version(name: str, digest: str) -> Any:
+    """The oldest version of ``name`` tagged with content ``digest`` (with its aliases), or
+    None."""
+    client = mlflow.MlflowClient()
+    found = client.search_model_versions(f"name = '{name}' AND tags.`{TAG_DIGEST}` = '{digest}'")
+    if not found:
+        return None
+    oldest = min(found, key=lambda v: int(v.version))
+    return client.get_model_version(name, oldest.version)
+
+
+def logged_digest(model_uri: str) -> str | None:
+    """The content digest tag of a logged model (``models:/m-...``), or None."""
+    if not model_uri.startswith("models:/m-"):
+        return None
+    try:
+        return mlflow.get_logged_model(model_uri.removeprefix("models:/")).tags.get(TAG_DIGEST)
+    except MlflowException:
+        return None
+
+
 def register(
     model_uri: str,
     name: str,
@@ -139,12 +221,18 @@ def register(
     eval_data: str,
     criterion: str,
     meets_target: bool = True,
+    digest: str | None = None,
 ) -> Any:
-    """Register ``model_uri`` under ``name`` and alias it ``champion`` or ``challenger``.
+    """Register ``model_uri`` under ``name`` and alias it ``champion`` or ``challenger``;
+    a model registered already is not registered again.
 
     Uses MLflow's current registry URI. Version tags: accuracy, drop (relative), speedup,
-    latency_ms, backend, approach, study, eval_data, criterion, meets_target, alias_reason
-    and any other ``tags``.
+    latency_ms, backend, approach, study, eval_data, criterion, meets_target, alias_reason,
+    content_digest and any other ``tags``.
+
+    When a version of ``name`` carries the same content digest, no version is created: that
+    version is returned (and the log names it). If it holds no alias (its registration was
+    cut short), the alias is decided from its own tags and set now; an alias it holds is kept.
 
     Args:
         model_uri: ``ModelInfo.model_uri`` from :func:`inc_flow.model.pyfunc.log_model`.
@@ -155,9 +243,12 @@ def register(
         eval_data: identifies the eval data and metric (see :func:`fingerprint`).
         criterion: the accuracy criterion (see :func:`canonical`).
         meets_target: whether the model met its accuracy target.
+        digest: the model's :func:`content_digest`; default the logged model's
+            ``content_digest`` tag (set by ``log_model``). Without one, nothing is
+            deduplicated.
 
     Returns:
-        The new ModelVersion (``.version``), with its alias set.
+        The ModelVersion (``.version``), new or existing, with its alias set.
     """
     missing = [k for k in REQUIRED_METRICS if metrics.get(k) is None]
     missing += [k for k in REQUIRED_TAGS if tags.get(k) is None]
@@ -166,6 +257,10 @@ def register(
             f"register needs {missing} in `metrics`/`tags`, got "
             f"metrics={dict(metrics)!r}, tags={dict(tags)!r}"
         )
+    digest = digest or logged_digest(model_uri)
+    existing = None if digest is None else find_version(name, digest)
+    if existing is not None:
+        return _settle(name, existing)
     # Read before creating the version, so it is never compared with itself. Two studies
     # registering the same name at once may both read the same champion; the last alias wins.
     current = champion(name)
@@ -188,8 +283,38 @@ def register(
             TAG_ALIAS_REASON: reason,
         }
     )
+    if digest is not None:
+        version_tags[TAG_DIGEST] = digest
     mv = mlflow.register_model(model_uri, name, tags=version_tags)
     client = mlflow.MlflowClient()
+    twin = None if digest is None else find_version(name, digest)
+    if twin is not None and str(twin.version) != str(mv.version):
+        # another process registered the same model a moment earlier: keep the older one
+        client.delete_model_version(name, str(mv.version))
+        return _settle(name, twin)
+    fault_point(AFTER_REGISTER)
     client.set_registered_model_alias(name, alias, mv.version)
+    fault_point(AFTER_ALIAS)
     logger.info("registered %s version %s as %s: %s", name, mv.version, alias, reason)
     return client.get_model_version(name, mv.version)
+
+
+def _settle(name: str, version: Any) -> Any:
+    """An existing version of the same model: not registered again; its alias set if it has
+    none (decided from its own tags, against the current champion)."""
+    client = mlflow.MlflowClient()
+    held = list(version.aliases)
+    what = f"{name} version {version.version} holds this model already"
+    why = f"{TAG_DIGEST} {version.tags.get(TAG_DIGEST)}"
+    if held:
+        logger.info("%s (%s), as %s: not registered again", what, why, ", ".join(held))
+        return version
+    current = champion(name)
+    old = None if current is None else _facts_from_tags(current.tags)
+    alias, reason = _decide(_facts_from_tags(version.tags), old)
+    client.set_model_version_tag(name, str(version.version), TAG_ALIAS_REASON, reason)
+    client.set_registered_model_alias(name, alias, version.version)
+    logger.info(
+        "%s (%s), with no alias: not registered again; now %s: %s", what, why, alias, reason
+    )
+    return client.get_model_version(name, version.version)

@@ -120,6 +120,9 @@ VERSION_EVAL_DATA: Final = "eval_data"
 VERSION_CRITERION: Final = "criterion"
 VERSION_MEETS_TARGET: Final = "meets_target"
 VERSION_ALIAS_REASON: Final = "alias_reason"
+# sha256 of the plan and the int8 weights (registry.content_digest); also a tag of the logged
+# model. A version with the same digest is never registered twice.
+VERSION_DIGEST: Final = "content_digest"
 
 # --- limits and helpers --------------------------------------------------------------------
 MAX_KEY: Final = 250

@@ -269,6 +269,7 @@ class MlflowTracker:
         with tempfile.TemporaryDirectory(prefix="inc_flow_best_") as tmp:
             q_model.save(tmp)
             self.log_outputs(tmp, q_model.statistics_lines())
+            digest = registry.content_digest(tmp)
         factory = self.cfg.model.factory or _class_factory(fp32_model)
         if factory is None:
             logger.warning(
@@ -277,16 +278,23 @@ class MlflowTracker:
                 type(fp32_model).__name__,
             )
             return None
-        with mlflow.start_run(run_id=self.parent_id):
-            info = flavor.log_model(q_model, factory)
-        self.log_seconds += time.perf_counter() - start
         best = result.best
-        if not result.accuracy_checked or best is None or best.accuracy is None:
-            logger.warning("accuracy was not checked: the model is logged but not registered")
-            return None
+        checked = result.accuracy_checked and best is not None and best.accuracy is not None
         name = registry.registered_model_name(
             self.cfg.model.name, self.cfg.tracking.registered_model_name
         )
+        # The same model (a rerun, a kill during publishing) is neither logged nor registered
+        # again: the registered version's, else this run's logged model, is used.
+        existing = registry.find_version(name, digest) if checked else None
+        uri = existing.source if existing else flavor.find_logged_model(self.parent_id, digest)
+        if uri is None:
+            with mlflow.start_run(run_id=self.parent_id):
+                uri = flavor.log_model(q_model, factory).model_uri
+            registry.fault_point(registry.AFTER_LOG_MODEL)
+        self.log_seconds += time.perf_counter() - start
+        if not checked:
+            logger.warning("accuracy was not checked: the model is logged but not registered")
+            return None
         metrics = {
             k.METRIC_ACCURACY: best.accuracy,
             k.METRIC_RELATIVE_DROP: best.relative_drop,
@@ -297,7 +305,7 @@ class MlflowTracker:
             metrics[k.METRIC_SPEEDUP] = result.speedup
         crit = self.cfg.tuning.accuracy_criterion
         version = registry.register(
-            info.model_uri,
+            uri,
             name,
             {key: v for key, v in metrics.items() if v is not None},
             {
@@ -309,6 +317,7 @@ class MlflowTracker:
             eval_data=registry.fingerprint(eval_source),
             criterion=registry.canonical(crit.to_dict()),
             meets_target=best.passed,
+            digest=digest,
         )
         self.client.set_tag(self.parent_id, k.TAG_REGISTERED_MODEL, name)
         self.client.set_tag(self.parent_id, k.TAG_REGISTERED_VERSION, str(version.version))
