@@ -62,7 +62,8 @@ def chance_level(metric: Any) -> float | None:
             return sum(levels.values()) / len(levels)  # type: ignore[arg-type]
         return sum(metric.weight[n] * v for n, v in levels.items())  # type: ignore[operator]
     chance = getattr(metric, "chance", None)
-    return float(chance) if isinstance(chance, int | float) and not isinstance(chance, bool) else None
+    known = isinstance(chance, int | float) and not isinstance(chance, bool)
+    return float(chance) if known else None
 
 
 def update_metric(metric: Any, preds: Any, labels: Any, reference: Any = None) -> None:
