@@ -180,6 +180,6 @@ def test_cli_tune_rejects_a_baseline_at_chance_and_registers_nothing(
     path.write_text(yaml.safe_dump(conf))
     assert cli_main(["tune", str(path), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert "the fp32 model's metric (the baseline) is 0.0000, at or below chance 0.1000" in err
+    assert "the fp32 model's metric is 0.0000 (the baseline), at or below chance 0.1000" in err
     assert not (tmp_path / "out").exists()
     assert not MlflowClient().search_registered_models()

@@ -45,13 +45,13 @@ def check_baseline(value: float, chance: float | None, higher_is_better: bool = 
     bad = degenerate(value)
     if bad is not None:
         raise MetricError(
-            f"the fp32 model's metric (the baseline) is {bad}: a degenerate score is an "
+            f"the fp32 model's metric is {bad} (the baseline): a degenerate score is an "
             "error, not a result; nothing can be tuned against it"
         )
     value = float(value)
     if chance is not None and higher_is_better and value <= chance + CHANCE_TOLERANCE:
         raise MetricError(
-            f"the fp32 model's metric (the baseline) is {value:.4f}, at or below chance "
+            f"the fp32 model's metric is {value:.4f} (the baseline), at or below chance "
             f"{chance:.4f} (the score of ranking the classes at random): the model, its "
             "weights, the eval labels or the preprocessing are wrong; nothing to tune against"
         )

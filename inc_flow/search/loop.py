@@ -262,7 +262,7 @@ class _Tuning:
                 threshold = self.required if self.settings.higher_is_better else None
                 outcome = self.evaluator.evaluate(model, threshold)
                 if bad := degenerate(outcome.value):
-                    raise MetricError(f"the metric returned {bad}: an error, not a result")
+                    raise MetricError(f"the metric returned {bad}")
             pruned = outcome is not None and outcome.stopped_early
             perf = {} if pruned else measure(self.benchmark, model)
             latency = perf.get("latency_ms")
