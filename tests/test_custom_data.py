@@ -39,6 +39,18 @@ def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2)).eval()
 
 
+def _blob_mlp() -> nn.Module:
+    """An MLP that tells the two blobs apart: a baseline well above chance (0.5)."""
+    model = _mlp()
+    with torch.no_grad():
+        model[0].weight[:2] = torch.stack([torch.ones(8), -torch.ones(8)])
+        model[0].bias[:2] = 0.0
+        model[2].weight.zero_()
+        model[2].bias.zero_()
+        model[2].weight[1, 0] = model[2].weight[0, 1] = 1.0  # class 1 <- sum(x) > 0
+    return model
+
+
 def test_custom_dataset_is_built_with_its_kwargs_and_tunes(tmp_path):
     custom_data.CALLS.clear()
     dataset = {"custom": {"factory": FACTORY, "kwargs": {"size": 48, "seed": 3}}}
@@ -147,6 +159,6 @@ def test_the_log_names_the_fp32_fallbacks(tmp_path, caplog):
     conf = _conf(tmp_path, {"custom": {"factory": FACTORY}})
     conf["quantization"]["op_wise"] = {"2": {"activation": {"dtype": ["fp32"]}}}
     with caplog.at_level(logging.INFO, logger="inc_flow"):
-        outcome = quantize(conf, model=_mlp())
+        outcome = quantize(conf, model=_blob_mlp())
     assert outcome.q_model.plan.fp32_ops == ("2",)
     assert "fp32 fallbacks (1 of 2 ops): 2" in caplog.text

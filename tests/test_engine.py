@@ -106,3 +106,28 @@ def test_repeat_batch_shapes():
     a, b = repeat_batch((x, x[:1]), 2)
     assert a.shape == (2, 2) and b.shape == (2, 2)
     assert repeat_batch({"k": x}, 1)["k"].shape == (1, 2)
+
+
+def test_evaluator_returns_the_tie_count_and_chance_of_a_ranking_metric():
+    scores = torch.tensor([[1.0, 1.0, 0.0], [0.0, 2.0, 1.0], [3.0, 3.0, 3.0], [0.0, 0.0, 1.0]])
+    data = [(scores[:2], torch.tensor([1, 1])), (scores[2:], torch.tensor([0, 2]))]
+    outcome = MetricEvaluator(dataloader=data, metric=TopK(k=1))(lambda x: x)
+    # argmax: row 0 -> 0 (miss), row 1 -> 1, row 2 -> 0, row 3 -> 2: three hits of four
+    assert (outcome.value, outcome.tied, outcome.chance) == (0.75, 2, pytest.approx(1 / 3))
+    by_func = MetricEvaluator(eval_func=lambda m: 0.5)(lambda x: x)
+    assert by_func.tied is None and by_func.chance is None
+
+
+def test_nan_or_inf_eval_inputs_are_named_on_the_first_pass():
+    good = torch.zeros(2, 3)
+    bad = torch.tensor([[0.0, float("nan"), 1.0], [float("inf"), 0.0, float("nan")]])
+    labels = torch.tensor([0, 0])
+    evaluator = MetricEvaluator(dataloader=[(good, labels), (bad, labels)], metric=TopK(k=1))
+    with pytest.raises(DataError, match=r"batch 1 has non-finite inputs: 2 NaN and 1 inf of 6"):
+        evaluator(lambda x: x)
+    multi = MetricEvaluator(dataloader=[((good, bad), labels)], metric=Accuracy())
+    with pytest.raises(DataError, match="batch 0"):
+        multi(lambda x, m: x)
+    clean = MetricEvaluator(dataloader=[(good, labels)], metric=TopK(k=1))
+    clean(lambda x: x)
+    assert clean.inputs_checked  # later passes (the trials) do not check again

@@ -22,6 +22,7 @@ from inc_flow.metrics import (
     apply_postprocess,
     build_metric,
 )
+from inc_flow.metrics.build import chance_level, tied_outputs
 
 pytestmark = pytest.mark.no_mlflow
 
@@ -226,20 +227,82 @@ def test_label_shift_postprocess():
         apply_postprocess([("LabelShift", {"label_shift": 0.5})], out, 1)
 
 
-def test_topk_gives_tied_labels_their_share_whatever_the_tie_order():
-    # int8 logits tie often; which tied class torch.topk or argmax returns is unspecified
-    scores = torch.zeros(4, 10)
-    scores[:, 3] = scores[:, 7] = 1.0  # classes 3 and 7 tie for the top score
-    top1 = TopK(1)
-    top1.update(scores, torch.tensor([3, 7, 3, 0]))
-    assert top1.correct == pytest.approx(1.5) and top1.result() == pytest.approx(0.375)
-    top2 = TopK(2)
-    top2.update(scores, torch.tensor([3, 7, 3, 0]))
-    assert top2.result() == pytest.approx(0.75)
-    three_way = torch.tensor([[2.0, 1.0, 1.0, 1.0, 0.0]])  # one place left, three tied
-    top2 = TopK(2)
-    top2.update(three_way, torch.tensor([2]))
-    assert top2.correct == pytest.approx(1 / 3)
-    top1 = TopK(1)
-    top1.update(torch.randn(50, 10), torch.randint(0, 10, (50,)))
-    assert top1.correct == int(top1.correct)  # no ties: the plain 0/1 count
+TIES = torch.tensor(
+    [
+        [0.0, 1.0, 1.0, 0.0],  # classes 1 and 2 tie at the top: argmax takes 1
+        [0.0, 1.0, 1.0, 0.0],
+        [3.0, 1.0, 1.0, 0.0],  # 1 and 2 tie at the 2nd place: a stable sort takes 1
+        [3.0, 1.0, 1.0, 0.0],
+        [0.0, 0.0, 0.0, 5.0],  # 0, 1, 2 tie at the 2nd place: 0
+    ]
+)
+TIE_LABELS = torch.tensor([1, 2, 1, 2, 1])
+
+
+def _by_stable_sort(scores: torch.Tensor, labels: torch.Tensor, k: int) -> int:
+    """Hits of the deployed ranking, written independently of the metric."""
+    hits = 0
+    for row, label in zip(scores.tolist(), labels.tolist(), strict=True):
+        order = sorted(range(len(row)), key=lambda c: -row[c])  # Python's sort is stable
+        hits += label in order[:k]
+    return hits
+
+
+def test_topk_ranks_like_argmax_and_a_stable_sort_and_counts_ties():
+    top1, top2 = TopK(1), TopK(2)
+    for metric in (top1, top2):
+        metric.update(TIES[:3], TIE_LABELS[:3])
+        metric.update(TIES[3:], TIE_LABELS[3:])
+    # top-1 is argmax: rows 0 (label 1 = first max) hit; row 1 (label 2, also max) misses
+    assert top1.correct == int((TIES.argmax(1) == TIE_LABELS).sum()) == 1
+    assert top1.correct == _by_stable_sort(TIES, TIE_LABELS, 1)
+    # top-2: rows 0, 1 (both tied classes fit) and 2 (label 1 comes first of the tie) hit
+    assert top2.correct == _by_stable_sort(TIES, TIE_LABELS, 2) == 3
+    assert isinstance(top1.correct, int) and top2.result() == 3 / 5
+    assert top1.tied == top2.tied == 2  # only rows 0 and 1 tie at the top
+    assert (top1.classes, top1.chance, top2.chance) == (4, 0.25, 0.5)
+    hard = torch.tensor([[1.0, 1.0, 1.0]])  # every class ties: argmax says 0
+    for label, hit in ((0, 1), (1, 0), (2, 0)):
+        metric = TopK(1)
+        metric.update(hard, torch.tensor([label]))
+        assert (metric.correct, metric.tied) == (hit, 1)
+
+
+def test_topk_on_random_logits_equals_argmax_and_sort_exactly():
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(-3, 4, (200, 10), generator=g).float()  # int8-like: many ties
+    labels = torch.randint(0, 10, (200,), generator=g)
+    top1, top5 = TopK(1), TopK(5)
+    top1.update(scores, labels)
+    top5.update(scores, labels)
+    assert top1.correct == int((scores.argmax(1) == labels).sum())
+    assert top5.correct == _by_stable_sort(scores, labels, 5)
+    shared = (scores == scores.max(1, keepdim=True).values).sum(1) > 1
+    assert top1.tied == top5.tied == int(shared.sum()) > 0
+
+
+def test_accuracy_and_f1_take_the_first_maximal_index_and_count_ties():
+    acc, f1 = Accuracy(), F1()
+    assert acc.tied is None and acc.chance is None and f1.tied is None
+    acc.update(TIES, TIE_LABELS)
+    f1.update(TIES, TIE_LABELS)
+    assert acc.correct == int((TIES.argmax(1) == TIE_LABELS).sum())
+    assert (acc.tied, f1.tied, acc.chance) == (2, 2, 0.25)
+    acc.reset()
+    acc.update(torch.tensor([1, 0]), [1, 1])  # class indices: nothing ranked
+    assert acc.tied is None and acc.chance is None
+
+
+def test_tie_counts_and_chance_of_multi_metrics():
+    multi = MultiMetric({"top1": TopK(1), "top2": TopK(2)}, weight=[0.5, 0.5])
+    multi.update(TIES, TIE_LABELS)
+    assert tied_outputs(multi) == 2
+    assert chance_level(multi) == pytest.approx(0.5 * 0.25 + 0.5 * 0.5)
+    with_mse = MultiMetric({"top1": TopK(1), "MSE": MSE()})
+    assert chance_level(with_mse) is None
+    assert tied_outputs(MSE()) is None and chance_level(MSE()) is None
+
+
+def test_topk_names_a_label_that_is_no_class():
+    with pytest.raises(MetricError, match="label 7 is not a class index"):
+        TopK(1).update(TIES, torch.tensor([1, 2, 7, 0, 0]))

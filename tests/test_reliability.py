@@ -100,7 +100,7 @@ class NaNMetric:
 
 
 def test_a_nan_metric_on_the_fp32_model_is_an_error(tmp_path):
-    with pytest.raises(MetricError, match="fp32 model's metric is nan"):
+    with pytest.raises(MetricError, match="fp32 model's metric is NaN"):
         _tune(tmp_path, calib_dataloader=[X], eval_dataloader=[(X, LABELS)], metric=NaNMetric())
 
 

@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import pytest
 
+from inc_flow.errors import MetricError
+from inc_flow.search.accuracy import shortfall
 from inc_flow.search.loop import ALL_FP32, tune
+from inc_flow.search.progress import LoggingTracker
 from inc_flow.search.settings import TuneSettings
 from inc_flow.search.space import SearchSpace
-from tests.fakes import MEMORY, OPS, FakeBenchmark, FakeEngine, FakeEvaluator, run
+from tests.fakes import (
+    MEMORY,
+    OPS,
+    FakeBenchmark,
+    FakeEngine,
+    FakeEvaluator,
+    ListTracker,
+    run,
+)
 
 pytestmark = pytest.mark.no_mlflow
 
@@ -84,6 +98,75 @@ def test_nan_accuracy_fails_the_trial_with_a_reason() -> None:
     result, _, _ = run({}, engine=engine, evaluator=evaluator, max_trials=4)
     nan = [r for r in result.records if "conv1" in r.plan.fp32_ops][0]
     assert nan.state == "error" and "NaN" in nan.failure_reason
+
+
+class Scripted(FakeEvaluator):
+    """The fake's accuracies, with ``int8`` as the score of every int8 plan, and a chance
+    level and tie count on each outcome."""
+
+    def __init__(self, engine, int8=None, fp32=None, chance=None, tied=None) -> None:
+        super().__init__(engine)
+        self.int8, self.fp32, self.chance, self.tied = int8, fp32, chance, tied
+
+    def evaluate(self, model, threshold):
+        out = super().evaluate(model, threshold)
+        value = self.fp32 if model.plan is None else self.int8
+        value = out.value if value is None else value
+        return replace(out, value=value, chance=self.chance, tied=self.tied)
+
+
+@pytest.mark.parametrize(
+    ("value", "hib", "words"), [(math.inf, True, "+inf"), (-math.inf, False, "-inf")]
+)
+def test_an_infinite_score_is_an_error_trial_not_a_pass(value, hib, words) -> None:
+    engine = FakeEngine({"conv2": 0.05})
+    evaluator = Scripted(engine, int8=value, fp32=0.5)
+    result, _, _ = run({}, engine=engine, evaluator=evaluator, max_trials=3, higher_is_better=hib)
+    assert result.best is None and result.n_errors == 3
+    assert all(words in r.failure_reason for r in result.records)
+    assert shortfall(0.5, value, hib) == math.inf  # never a pass, whoever asks
+
+
+@pytest.mark.parametrize(
+    ("fp32", "chance", "words"),
+    [
+        (0.1, 0.1, "is 0.1000 (the baseline), at or below chance 0.1000"),
+        (0.05, 0.1, "is 0.0500 (the baseline), at or below chance 0.1000"),
+        (math.inf, None, "is +inf (the baseline)"),
+        (math.nan, 0.1, "is NaN (the baseline)"),
+    ],
+)
+def test_a_degenerate_baseline_is_rejected_before_trial_0(fp32, chance, words) -> None:
+    engine = FakeEngine({"conv2": 0.05})
+    tracker = ListTracker()
+    evaluator = Scripted(engine, fp32=fp32, chance=chance)
+    with pytest.raises(MetricError, match=re.escape(f"the fp32 model's metric {words}")):
+        run({}, engine=engine, evaluator=evaluator, tracker=tracker)
+    assert engine.builds == [] and tracker.info is None  # no trial, no study started
+    lower = Scripted(engine, fp32=0.1, chance=0.1)  # lower is better: chance means nothing
+    assert (
+        run({}, engine=engine, evaluator=lower, higher_is_better=False)[0].baseline_accuracy == 0.1
+    )
+
+
+def test_the_tie_count_is_recorded_and_frequent_ties_are_logged(caplog) -> None:
+    engine = FakeEngine({"conv2": 0.05})
+    evaluator = Scripted(engine, chance=0.1, tied=25)  # 25 of 1000 samples: 2.5 %
+    with caplog.at_level(logging.INFO, logger="inc_flow"):
+        result, _, _ = run(
+            {}, engine=engine, evaluator=evaluator, max_trials=2, tracker=LoggingTracker()
+        )
+    assert [r.tied_outputs for r in result.records] == [25, 25]
+    assert "[trial 0] 25 of 1000 outputs tie at the top: the verdict counts argmax's" in (
+        caplog.text
+    )
+    caplog.clear()
+    rare = Scripted(engine, chance=0.1, tied=10)  # 1 %: not frequent
+    with caplog.at_level(logging.INFO, logger="inc_flow"):
+        run({}, engine=FakeEngine({}), evaluator=rare, max_trials=1, tracker=LoggingTracker())
+    assert "[trial 0 | 1/1]" in caplog.text and "tie at the top" not in caplog.text
+    plain, _, _ = run({}, max_trials=1)  # no ranking metric: nothing counted
+    assert plain.records[0].tied_outputs is None
 
 
 def test_search_with_timeout_picks_the_fastest_passing_plan() -> None:

@@ -39,6 +39,33 @@ def wants_reference(metric: Any) -> bool:
     return getattr(metric, "compare_label", True) is False
 
 
+def tied_outputs(metric: Any) -> int | None:
+    """Samples whose top score was shared, as counted by a ranking metric (``tied``); the
+    largest count of a MultiMetric's ranking metrics; None when no metric ranks scores."""
+    metrics = getattr(metric, "metrics", None)
+    if isinstance(metric, MultiMetric) and isinstance(metrics, Mapping):
+        counts = [c for c in map(tied_outputs, metrics.values()) if c is not None]
+        return max(counts) if counts else None
+    tied = getattr(metric, "tied", None)
+    return int(tied) if isinstance(tied, int | np.integer) and not isinstance(tied, bool) else None
+
+
+def chance_level(metric: Any) -> float | None:
+    """The result a random ranking gets (``chance``: ``k / C`` for topk, ``1 / C`` for
+    Accuracy on scores), combined like ``MultiMetric.result``; None when unknown."""
+    metrics = getattr(metric, "metrics", None)
+    if isinstance(metric, MultiMetric) and isinstance(metrics, Mapping):
+        levels = {name: chance_level(m) for name, m in metrics.items()}
+        if any(v is None for v in levels.values()):
+            return None
+        if metric.weight is None:
+            return sum(levels.values()) / len(levels)  # type: ignore[arg-type]
+        return sum(metric.weight[n] * v for n, v in levels.items())  # type: ignore[operator]
+    chance = getattr(metric, "chance", None)
+    known = isinstance(chance, int | float) and not isinstance(chance, bool)
+    return float(chance) if known else None
+
+
 def update_metric(metric: Any, preds: Any, labels: Any, reference: Any = None) -> None:
     """``metric.update`` with the right labels: dataset ``labels``, or the fp32 ``reference``
     outputs for metrics with ``compare_label`` False (per metric inside a MultiMetric)."""

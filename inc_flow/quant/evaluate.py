@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from inc_flow.data.batches import call_model, split_batch
-from inc_flow.errors import MetricError
-from inc_flow.metrics.build import update_metric, wants_reference
+from inc_flow.errors import DataError, MetricError
+from inc_flow.metrics.build import chance_level, tied_outputs, update_metric, wants_reference
 from inc_flow.quant.latency import measure_latency
 from inc_flow.search.records import EvalOutcome
 
@@ -44,6 +44,20 @@ def repeat_batch(inputs: Any, batch: int) -> Any:
     return copy.deepcopy(inputs)
 
 
+def non_finite(inputs: Any) -> tuple[int, int, int]:
+    """(NaN values, inf values, values) over the floating-point tensors of a batch's inputs."""
+    if isinstance(inputs, torch.Tensor):
+        if not inputs.is_floating_point() and not inputs.is_complex():
+            return 0, 0, inputs.numel()
+        return int(torch.isnan(inputs).sum()), int(torch.isinf(inputs).sum()), inputs.numel()
+    if isinstance(inputs, dict):
+        inputs = list(inputs.values())
+    if not isinstance(inputs, tuple | list):
+        return 0, 0, 0
+    counts = [non_finite(x) for x in inputs]
+    return sum(c[0] for c in counts), sum(c[1] for c in counts), sum(c[2] for c in counts)
+
+
 # --- accuracy -----------------------------------------------------------------------------
 
 
@@ -53,6 +67,10 @@ class MetricEvaluator:
     Exact early rejection: when the metric counts correct samples (``correct``/``count``,
     as TopK and Accuracy do), higher is better and the number of samples is known, the loop
     stops as soon as even all-correct remaining samples could not reach ``threshold``.
+
+    Until one pass over the dataloader has completed (the fp32 baseline's), every batch's
+    inputs are checked: a NaN or inf input is a ``DataError`` naming the batch. A ranking
+    metric's tie count (``tied``) and chance level come back on the ``EvalOutcome``.
 
     Metrics with ``compare_label`` False (``MSE``, ``CosineSimilarity``, ...) are given the
     ``reference`` (fp32) model's outputs on the same batch as labels. They are computed on
@@ -80,6 +98,7 @@ class MetricEvaluator:
         self.seconds = 0.0
         self.reference: nn.Module | None = None
         self._reference_outputs: list[Any] = []
+        self.inputs_checked = False  # True after one full pass found only finite inputs
 
     def total_samples(self) -> int | None:
         if self.dataloader is None:
@@ -124,6 +143,8 @@ class MetricEvaluator:
                 if self.iteration is not None and 0 < self.iteration <= i:
                     break
                 inputs, label = split_batch(batch)
+                if not self.inputs_checked:
+                    _check_inputs(inputs, i)
                 out = call_model(model, inputs)
                 reference = self._reference_for(i, inputs, label) if use_reference else None
                 if self.postprocess is not None:
@@ -140,9 +161,17 @@ class MetricEvaluator:
                             samples=seen,
                             total=total,
                             stopped_early=True,
+                            tied=tied_outputs(metric),
+                            chance=chance_level(metric),
                         )
-        value = float(metric.result())
-        return EvalOutcome(value=value, samples=seen, total=total if total else seen)
+        self.inputs_checked = True
+        return EvalOutcome(
+            value=float(metric.result()),
+            samples=seen,
+            total=total if total else seen,
+            tied=tied_outputs(metric),
+            chance=chance_level(metric),
+        )
 
     def _reference_for(self, index: int, inputs: Any, label: Any) -> Any:
         """The fp32 model's (postprocessed) outputs on batch ``index``, computed once."""
@@ -159,6 +188,16 @@ class MetricEvaluator:
         if index == len(self._reference_outputs):
             self._reference_outputs.append(out)
         return out
+
+
+def _check_inputs(inputs: Any, index: int) -> None:
+    nan, inf, size = non_finite(inputs)
+    if nan or inf:
+        raise DataError(
+            f"the eval dataloader's batch {index} has non-finite inputs: {nan} NaN and {inf} "
+            f"inf of {size} values; an accuracy measured on them means nothing, so clean or "
+            "filter the eval set (evaluation.accuracy.dataloader / eval_dataloader)"
+        )
 
 
 # --- latency ------------------------------------------------------------------------------

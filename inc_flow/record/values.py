@@ -46,6 +46,7 @@ def record_metrics(record: TrialRecord) -> dict[str, float]:
         k.METRIC_EVAL_SAMPLES_SAVED: record.samples_saved,
         k.METRIC_CALIBRATION_PASSES: record.calibration_passes,
         k.METRIC_TRIAL_WALL_TIME: record.wall_time_s,
+        k.METRIC_TIED_OUTPUTS: record.tied_outputs,
     }
     for key, value in record.perf.items():
         values.setdefault(key, value)

@@ -9,8 +9,10 @@ Two edge cases, decided once here:
 * **Zero baseline.** A relative tolerance of a zero baseline is meaningless (INC divides by
   it), so the relative rule falls back to an absolute comparison: ``relative`` is then read
   in metric units. ``relative_drop`` follows the same fallback and equals the absolute drop.
-* **NaN.** A NaN metric never meets the target. A NaN baseline is an error (nothing can be
-  compared with it).
+* **Degenerate scores.** NaN and ±inf are errors, not results: such a metric never meets
+  the target (the loop fails the trial), and such a baseline is an error, as is a baseline
+  at or below chance (what ranking the classes at random scores, when the metric knows it):
+  nothing can be compared with it.
 
 Ties pass: ``required_value`` is lowered (raised when lower is better) by a tolerance of
 ``1e-9 * max(1, |baseline|)`` so that a value that equals the target up to float rounding
@@ -24,6 +26,36 @@ import math
 from inc_flow.errors import MetricError, StudyError
 
 _TIE_TOLERANCE = 1e-9
+CHANCE_TOLERANCE = 1e-9  # a baseline within this of chance is at chance
+
+
+def degenerate(value: float) -> str | None:
+    """``"NaN"``, ``"+inf"`` or ``"-inf"`` for a degenerate score; None for a finite one."""
+    value = float(value)
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+inf" if value > 0 else "-inf"
+    return None
+
+
+def check_baseline(value: float, chance: float | None, higher_is_better: bool = True) -> float:
+    """The fp32 model's metric ``value`` as a baseline; ``MetricError`` naming the value when
+    it is NaN or ±inf, or (higher is better, ``chance`` known) at or below ``chance``."""
+    bad = degenerate(value)
+    if bad is not None:
+        raise MetricError(
+            f"the fp32 model's metric is {bad} (the baseline): a degenerate score is an "
+            "error, not a result; nothing can be tuned against it"
+        )
+    value = float(value)
+    if chance is not None and higher_is_better and value <= chance + CHANCE_TOLERANCE:
+        raise MetricError(
+            f"the fp32 model's metric is {value:.4f} (the baseline), at or below chance "
+            f"{chance:.4f} (the score of ranking the classes at random): the model, its "
+            "weights, the eval labels or the preprocessing are wrong; nothing to tune against"
+        )
+    return value
 
 
 def _criterion(relative: float | None, absolute: float | None) -> tuple[str, float]:
@@ -83,10 +115,10 @@ def required_value(
 def shortfall(required: float, value: float, higher_is_better: bool = True) -> float:
     """How far ``value`` is from ``required``: > 0 misses the target, <= 0 meets it.
 
-    This is the Optuna constraint value of a trial. NaN values give ``inf``.
+    This is the Optuna constraint value of a trial. NaN and ±inf values give ``inf``.
     """
     value = float(value)
-    if math.isnan(value):
+    if degenerate(value) is not None:
         return math.inf
     return required - value if higher_is_better else value - required
 
@@ -99,7 +131,8 @@ def meets(
     absolute: float | None = None,
     higher_is_better: bool = True,
 ) -> bool:
-    """Whether ``value`` meets the accuracy criterion against ``baseline``. NaN never does."""
+    """Whether ``value`` meets the accuracy criterion against ``baseline``. NaN and ±inf
+    never do."""
     required = required_value(
         baseline, relative=relative, absolute=absolute, higher_is_better=higher_is_better
     )

@@ -22,7 +22,7 @@ from optuna.trial import TrialState as OptunaState
 
 from inc_flow.errors import DataError, IncFlowError, MetricError, PlanError, StudyError
 from inc_flow.search import storage as st
-from inc_flow.search.accuracy import shortfall
+from inc_flow.search.accuracy import check_baseline, degenerate, shortfall
 from inc_flow.search.history import History
 from inc_flow.search.ports import (
     Benchmark,
@@ -141,13 +141,13 @@ class _Tuning:
         fp32 = self.engine.fp32_model
         if self.checked:
             try:
-                accuracy = float(self.evaluator.evaluate(fp32, None).value)
+                outcome = self.evaluator.evaluate(fp32, None)
             except IncFlowError:
-                raise
+                raise  # e.g. DataError: NaN or inf in the eval inputs
             except Exception as e:  # noqa: BLE001 -- user code: say which step failed
                 raise MetricError(f"evaluating the fp32 model failed: {why(e)}") from e
-            if not math.isfinite(accuracy):
-                raise MetricError(f"the fp32 model's metric is {accuracy}; cannot tune against it")
+            hib = self.settings.higher_is_better
+            accuracy = check_baseline(outcome.value, outcome.chance, hib)
         try:
             latency = float(self.benchmark.latency(fp32))
         except IncFlowError:
@@ -261,8 +261,8 @@ class _Tuning:
             if self.checked:
                 threshold = self.required if self.settings.higher_is_better else None
                 outcome = self.evaluator.evaluate(model, threshold)
-                if math.isnan(float(outcome.value)):
-                    raise MetricError("the metric returned NaN")
+                if bad := degenerate(outcome.value):
+                    raise MetricError(f"the metric returned {bad}")
             pruned = outcome is not None and outcome.stopped_early
             perf = {} if pruned else measure(self.benchmark, model)
             latency = perf.get("latency_ms")

@@ -11,6 +11,8 @@ from inc_flow.search.records import StudyInfo, TrialRecord, TuneResult
 
 logger = logging.getLogger("inc_flow")
 
+FREQUENT_TIES = 0.01  # above this share of the evaluated samples, the log names the ties
+
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
@@ -50,6 +52,15 @@ class LoggingTracker:
             _fmt(record.relative_drop, ".2%"),
             _fmt(record.latency_ms, ".3f"),
         )
+        tied, seen = record.tied_outputs, record.eval_samples
+        if tied and seen and tied > FREQUENT_TIES * seen:
+            logger.info(
+                "[trial %d] %d of %d outputs tie at the top: the verdict counts argmax's "
+                "first index, as the deployed model does",
+                record.number,
+                tied,
+                seen,
+            )
 
     def study_finished(self, result: TuneResult) -> None:
         best = result.best

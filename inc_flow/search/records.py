@@ -28,18 +28,23 @@ def why(error: BaseException) -> str:
 class EvalOutcome:
     """One evaluation: the metric over ``samples`` of ``total`` samples (0 when unknown).
     ``stopped_early``: the threshold had become unreachable, so evaluation stopped; ``value``
-    is then the metric over the samples seen, below the threshold."""
+    is then the metric over the samples seen, below the threshold. ``tied``: samples whose
+    top score was shared, when a ranking metric counted them (None: an ``eval_func``, or no
+    ranking). ``chance``: the metric's value under a random ranking (None: unknown)."""
 
     value: float
     samples: int = 0
     total: int = 0
     stopped_early: bool = False
+    tied: int | None = None
+    chance: float | None = None
 
 
 @dataclass(frozen=True)
 class TrialRecord:
     """One finished trial. For pruned trials ``accuracy`` is the bound when evaluation
-    stopped; ``eval_samples``/``eval_total`` count the samples evaluated / available."""
+    stopped; ``eval_samples``/``eval_total`` count the samples evaluated / available;
+    ``tied_outputs`` of them had their top score shared (None: not counted)."""
 
     number: int
     plan: Plan
@@ -58,6 +63,7 @@ class TrialRecord:
     wall_time_s: float = 0.0
     failure_reason: str | None = None
     duplicate_of: int | None = None
+    tied_outputs: int | None = None
     # Latency per batch size and throughput, when the benchmark measures them.
     perf: dict[str, float] = field(default_factory=dict, compare=False)
     # Mixed Precision Statistics rows of the built model: {"Op Type", "Total", "INT8", "FP32"}.
@@ -80,7 +86,11 @@ class TrialRecord:
         """This record with the evaluation's accuracy and state: passed, failed or pruned."""
         acc, hib = float(outcome.value), higher_is_better
         record = replace(
-            self, accuracy=acc, eval_samples=outcome.samples, eval_total=outcome.total
+            self,
+            accuracy=acc,
+            eval_samples=outcome.samples,
+            eval_total=outcome.total,
+            tied_outputs=outcome.tied,
         )
         if outcome.stopped_early:
             reason = f"stopped early: accuracy cannot reach {required:.4f}"
