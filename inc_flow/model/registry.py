@@ -47,6 +47,7 @@ TAG_EVAL_DATA = keys.VERSION_EVAL_DATA
 TAG_CRITERION = keys.VERSION_CRITERION
 TAG_MEETS_TARGET = keys.VERSION_MEETS_TARGET
 TAG_ALIAS_REASON = keys.VERSION_ALIAS_REASON
+BEATS_CHAMPION, CHAMPION_REASON = "beats_champion", "champion_reason"  # round vs champion
 REQUIRED_METRICS = (METRIC_ACCURACY, METRIC_RELATIVE_DROP, METRIC_LATENCY)
 REQUIRED_TAGS = (TAG_BACKEND, TAG_APPROACH, TAG_STUDY)
 
@@ -81,6 +82,8 @@ def _decide(new: Mapping[str, Any], current: Mapping[str, Any] | None) -> tuple[
     if current.get(TAG_MEETS_TARGET) is False:
         return CHAMPION, "the champion does not meet the accuracy target"
     new_ms, cur_ms = new.get(TAG_LATENCY), current.get(TAG_LATENCY)
+    if new.get(BEATS_CHAMPION) is not None:  # timed beside the champion: the round decides
+        return (CHAMPION if new[BEATS_CHAMPION] else CHALLENGER), new[CHAMPION_REASON]
     if cur_ms is None:
         return CHAMPION, "the champion has no latency to compare"
     if new_ms is not None and new_ms < cur_ms:
@@ -139,6 +142,10 @@ def register(
     eval_data: str,
     criterion: str,
     meets_target: bool = True,
+    champion_allowed: bool = True,
+    veto_reason: str = "",
+    beats_champion: bool | None = None,
+    champion_reason: str = "",
 ) -> Any:
     """Register ``model_uri`` under ``name`` and alias it ``champion`` or ``challenger``.
 
@@ -155,6 +162,11 @@ def register(
         eval_data: identifies the eval data and metric (see :func:`fingerprint`).
         criterion: the accuracy criterion (see :func:`canonical`).
         meets_target: whether the model met its accuracy target.
+        champion_allowed: False: never ``champion`` (e.g. not faster than fp32 in the
+            side-by-side round); the version is a ``challenger`` with ``veto_reason``.
+        beats_champion: the side-by-side round's comparison with the current champion
+            (None: not timed together); replaces the latency tags' comparison, with
+            ``champion_reason`` as the alias reason.
 
     Returns:
         The new ModelVersion (``.version``), with its alias set.
@@ -177,9 +189,13 @@ def register(
         TAG_CRITERION: criterion,
         TAG_LATENCY: float(metrics[METRIC_LATENCY]),
         TAG_MEETS_TARGET: bool(meets_target),
+        BEATS_CHAMPION: beats_champion,
+        CHAMPION_REASON: champion_reason,
     }
     old = None if current is None else _facts_from_tags(current.tags)
     alias, reason = _decide(new, old)
+    if not champion_allowed:
+        alias, reason = CHALLENGER, veto_reason or "it may not be champion"
     version_tags.update(
         {
             TAG_EVAL_DATA: eval_data,
