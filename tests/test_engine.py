@@ -12,8 +12,8 @@ from inc_flow.common import DataLoader
 from inc_flow.data import DummyDataset
 from inc_flow.errors import DataError, MetricError
 from inc_flow.metrics import Accuracy, TopK
-from inc_flow.quant.engine import FxEngine
 from inc_flow.quant import latency
+from inc_flow.quant.engine import FxEngine
 from inc_flow.quant.evaluate import LatencyBenchmark, MetricEvaluator, repeat_batch
 from inc_flow.search.plan import default_plan
 from inc_flow.search.speed import FP32, TRIAL, Candidate
