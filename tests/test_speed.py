@@ -118,12 +118,15 @@ CANDIDATES = [Candidate("fp32", None, FP32), Candidate("trial 0", None, trial=0)
     ("fp32", "int8", "faster", "start"),
     [
         ([4.0, 4.2, 4.1], [2.0, 2.1, 3.9], True, "int8 (trial 0) is faster than fp32"),
-        # medians 4.1 vs 2.1, but one int8 round (4.3) is slower than fp32's fastest (4.0)
-        ([4.0, 4.2, 4.1], [2.0, 2.1, 4.3], False, "int8 (trial 0) is not faster than fp32 "),
+        # the machine got busier in round 2: the ranges overlap, each round still says faster
+        ([4.0, 8.0, 4.1], [2.0, 6.0, 2.1], True, "int8 (trial 0) is faster than fp32"),
+        # medians 4.1 vs 2.1, but in round 3 int8 (4.3) was slower than fp32 (4.1)
+        ([4.0, 4.2, 4.1], [2.0, 2.1, 4.3], False, "int8 (trial 0) is not faster than fp32 in "
+         "every round at batch 8"),
         ([4.0, 4.2, 4.1], [4.1, 4.2, 4.3], False, "fp32 is faster at batch 8"),
     ],
-)
-def test_faster_means_beyond_the_spread(fp32, int8, faster, start) -> None:
+)  # fmt: skip
+def test_faster_means_faster_in_every_round(fp32, int8, faster, start) -> None:
     verdict = judge(_samples(fp32, int8), CANDIDATES, batch=8)
     assert verdict.faster_than_fp32 is faster and verdict.text.startswith(start)
     assert verdict.latency_of("trial 0") == Spread.of(int8)
@@ -154,7 +157,7 @@ def test_the_champion_is_timed_in_the_round() -> None:
     assert bench.candidates[-1] == rival and bench.calls.count("champion v3") == bench.rounds
     speed = result.speed
     assert result.faster_than_fp32 and speed.beats_champion is False
-    assert "is not faster (beyond the spread) than the champion v3" in speed.champion_text
+    assert "is not faster in every round than the champion v3" in speed.champion_text
     terms = alias_terms(result)
     assert terms["champion_allowed"] is True and terms["beats_champion"] is False
     assert terms["champion_reason"] == speed.champion_text

@@ -7,10 +7,13 @@ of :func:`orders`: as given in even rounds, reversed in odd ones, so that no can
 runs first or last. Each timing is the median of that round's calls; a candidate's latency is
 the median of its round values, with their min and max as its spread (:class:`Spread`).
 
-:func:`judge` turns the round values into a :class:`SpeedVerdict`. The rule for "faster":
-a plan is faster than fp32 at a batch when its slowest round is faster than fp32's fastest
-round (``plan.high < fp32.low``): the spreads do not overlap. The speed-up is fp32 / plan
-per round (both timed in the same round), median with min and max.
+:func:`judge` turns the round values into a :class:`SpeedVerdict`. The speed-up is
+fp32 / plan per round (both timed in the same round, one after the other), reported as the
+median with min and max over the rounds. The rule for "faster": a plan is faster than fp32
+at a batch when it is faster in every round, i.e. the speed-up's min is above 1 (its whole
+spread is). Comparing within each round keeps a load change between rounds, which moves
+both timings alike, from deciding; a spike hitting one side of one round still counts
+against the plan. The same rule decides "faster than the champion".
 """
 
 from __future__ import annotations
@@ -91,9 +94,9 @@ class SpeedVerdict:
         latency: candidate name -> batch -> latency spread (ms), for batch 1 and ``batch``.
         speedup: batch -> fp32 / chosen, per round (median, min, max).
         chosen: the chosen finalist's name; ``chosen_trial`` its trial number.
-        faster_than_fp32: the chosen plan is faster than fp32 at ``batch`` beyond the spread.
+        faster_than_fp32: the chosen plan is faster than fp32 at ``batch`` in every round.
         slower_at_b1: the chosen plan's median at batch 1 is above fp32's.
-        beats_champion: faster than the registry's champion beyond the spread (None: no
+        beats_champion: faster than the registry's champion in every round (None: no
             champion in the round).
         text: the verdict against fp32, one line (the log, the result, the parent run, the
             registered version).
@@ -155,15 +158,15 @@ def judge(
     rounds = len(samples[fp32.name][batch])
     speedup = {b: _ratios(samples[fp32.name][b], samples[chosen.name][b]) for b in {1, batch}}
     mine, base = latency[chosen.name][batch], latency[fp32.name][batch]
-    faster = mine.high < base.low
+    faster = speedup[batch].low > 1.0
     who = f"int8 ({chosen.name})"
     pair = f"{_ms(mine)} vs fp32 {_ms(base)}, speed-up {speedup[batch].text('.2f', 'x')}"
     if faster:
         text = f"{who} is faster than fp32 at batch {batch}: {pair}"
-    elif mine.median >= base.median:
+    elif speedup[batch].median <= 1.0:
         text = f"fp32 is faster at batch {batch}: {who} {pair}"
     else:
-        text = f"{who} is not faster than fp32 beyond the spread at batch {batch}: {pair}"
+        text = f"{who} is not faster than fp32 in every round at batch {batch}: {pair}"
     text += f" ({rounds} rounds side by side)"
     notes = []
     mine1, base1 = latency[chosen.name][1], latency[fp32.name][1]
@@ -176,10 +179,12 @@ def judge(
     beats, champion_text = None, ""
     if champion is not None:
         theirs = latency[champion.name][batch]
-        beats = mine.high < theirs.low
-        verb = "is faster than" if beats else "is not faster (beyond the spread) than"
+        over = _ratios(samples[champion.name][batch], samples[chosen.name][batch])
+        beats = over.low > 1.0
+        verb = "is faster than" if beats else "is not faster in every round than"
         champion_text = (
-            f"{who} {verb} the {champion.name} at batch {batch}: {_ms(mine)} vs {_ms(theirs)}"
+            f"{who} {verb} the {champion.name} at batch {batch}: {_ms(mine)} vs "
+            f"{_ms(theirs)}, speed-up {over.text('.2f', 'x')}"
         )
     return SpeedVerdict(
         batch=batch,
