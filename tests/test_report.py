@@ -6,6 +6,7 @@ studies for real, to pin the report to what the tracker actually writes.
 
 from __future__ import annotations
 
+import html
 import math
 import re
 
@@ -253,6 +254,27 @@ def test_study_html_is_self_contained():
         assert section in page
     assert page.count("<svg") == 4  # scatter, precision map, op types, time
     assert "not recorded" in page and "lenet-static-b" in page
+
+
+def test_study_html_shows_the_side_by_side_speed_verdict():
+    study = _study()
+    verdict = "fp32 is faster at batch 64: int8 (trial 2) 2.2 ms vs fp32 2.0 ms <&>"
+    study.parent.update(
+        {
+            "tags.inc_flow.faster_than_fp32": "False",
+            "tags.inc_flow.speed_verdict": verdict,
+            "metrics.speedup": 0.91,
+            "metrics.speedup_min": 0.85,
+            "metrics.speedup_max": 0.97,
+            "metrics.round_batch": 64.0,
+        }
+    )
+    summary = report.study_summary(study)
+    assert not summary["faster_than_fp32"] and summary["speed_verdict"] == verdict
+    page = study_html(study)
+    assert f"Not champion: {html.escape(verdict)}" in page
+    assert "x0.91 (0.85-0.97, b64)" in page
+    assert "Not champion" not in study_html(_study())  # no verdict recorded: no note
 
 
 def test_study_html_without_a_best_trial_or_scores():
