@@ -92,7 +92,7 @@ def publish(
         )
         if recorder is not None and role != Role.WORKER:
             terms = alias_terms(result)
-            if not terms["champion_allowed"]:
+            if not terms["champion_allowed"] and result.accuracy_checked:
                 logger.warning("the model may not be @champion: %s", terms["veto_reason"])
             source = eval_source(cfg, parts.eval_func)
             recorder.publish(q_model, result, parts.model, source, **terms)
