@@ -181,7 +181,13 @@ def bench(subject: Subject, args: argparse.Namespace) -> Result:
     example, _ = split_batch(next(iter(loader)))
     rows = [
         Row(subject.name, "fp32", result.fp32, module=fp32),
-        Row(subject.name, "int8", result.int8, module=outcome.q_model.model),
+        Row(
+            subject.name,
+            "int8",
+            result.int8,
+            module=outcome.q_model.model,
+            backend=outcome.q_model.plan.backend,
+        ),
     ]
     print(f"== {subject.name}: latency ({args.repeats} rounds)", flush=True)
     measure_rows(rows, example, result.batch, args)

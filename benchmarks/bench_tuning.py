@@ -9,9 +9,13 @@ For each model (LeNet with ``conf/lenet_static.yaml``, the 28x28 ResNet18 with
    example)``, calibration on the same samples inc_flow calibrates on, ``convert_fx`` --
    torch's defaults, no tuning -- and evaluates it on the same eval set;
 3. measures fp32, FX one-shot and inc_flow's int8 latency at batch 1 and batch N (the
-   config's performance batch: 64 LeNet, 32 ResNet18) with ``--threads`` intra-op threads,
-   interleaving the models over ``--repeats`` rounds and taking the median of the rounds'
-   medians, so machine load hits every method alike.
+   config's performance batch: 64 LeNet, 32 ResNet18) with ``--threads`` intra-op threads in
+   inc_flow's side-by-side round (``inc_flow.quant.latency.time_side_by_side``): the models
+   interleaved over ``--repeats`` rounds, the order reversed every round, so machine load hits
+   every method alike. Latency is the median of the rounds' medians with its min-max, the
+   speed-up fp32 / method per round (median, min-max). Each inc_flow row also shows the
+   tuner's own round (``TuneResult.speed``, the numbers it reports and registers) and its
+   verdict (a model not faster than fp32 in every round is never ``@champion``).
 
 It prints a markdown table (also written to ``--out``, default ``benchmarks/results.md``)
 and each study's trial sequence. Run from the repository root::
@@ -30,7 +34,6 @@ import copy
 import datetime
 import logging
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -53,7 +56,8 @@ from inc_flow.config.sections import Config  # noqa: E402
 from inc_flow.data import build_dataloader, call_model, split_batch  # noqa: E402
 from inc_flow.metrics import TopK  # noqa: E402
 from inc_flow.quant.evaluate import MetricEvaluator, repeat_batch  # noqa: E402
-from inc_flow.quant.latency import measure_latency  # noqa: E402
+from inc_flow.quant.latency import time_side_by_side  # noqa: E402
+from inc_flow.search.speed import FP32, TRIAL, Candidate, Spread  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # torch.ao is deprecated
@@ -70,10 +74,10 @@ _QUIET = (
 
 NOISE_NOTE = (
     "Latencies are noisy: a shared 2-core machine (other engineers' test runs), measured "
-    "within the same run, interleaved across methods (order reversed every other round); "
-    "median of the per-round medians. Compare rows of one table only: across runs the same "
-    "model's latency moved by up to 2x, and within one run two copies of the same plan "
-    "differed by up to ~25% at batch 1 (5-10% at batch N)."
+    "within the same run in inc_flow's side-by-side round (the methods interleaved, the order "
+    "reversed every round): median of the per-round medians (min-max over rounds); speed-up "
+    "= fp32 / method within each round. Compare rows of one table only: across runs the "
+    "same model's latency moved by up to 2x."
 )
 
 
@@ -106,12 +110,18 @@ class Row:
     calibration_passes: int | None = None
     samples_saved: int | None = None
     wall_s: float | None = None
-    latency_b1: float | None = None
+    latency_b1: float | None = None  # medians over the rounds (the spreads below)
     latency_bn: float | None = None
-    speedup: float | None = None
+    speedup: float | None = None  # at batch N
+    round_b1: Spread | None = None  # latency, ms
+    round_bn: Spread | None = None
+    speedup_b1: Spread | None = None  # fp32 / this row, per round
+    speedup_bn: Spread | None = None
+    tuner: str = ""  # the tuner's own side-by-side round: speed-up at bN and b1, verdict
     batch: int | None = None  # N of latency bN
     note: str = ""
     module: nn.Module | None = field(default=None, repr=False)
+    backend: str | None = None  # the int8 kernel library the module runs on
 
 
 def _load_lenet() -> nn.Module:
@@ -225,31 +235,43 @@ def run_tuning(model: nn.Module, cfg: Config) -> tuple[Outcome, float]:
 def measure_rows(
     rows: list[Row], example: torch.Tensor, batch: int, args: argparse.Namespace
 ) -> None:
-    """Fill latency_b1/latency_bn: ``args.repeats`` rounds, each timing every model in turn
-    (``args.iterations`` calls after ``args.warmup``; the order reverses every other round);
-    the median of the round medians."""
+    """Fill the latencies and speed-ups: inc_flow's side-by-side round over every timed row
+    (``args.repeats`` rounds, the order reversed every round; each timing the median of
+    ``args.iterations`` calls after ``args.warmup``)."""
     inputs = {1: repeat_batch(example, 1), batch: repeat_batch(example, batch)}
     timed = [r for r in rows if r.module is not None]
-    samples: dict[tuple[int, int], list[float]] = {}
+    candidates = [
+        Candidate(str(i), r.module, FP32 if r.method == "fp32" else TRIAL, r.backend)
+        for i, r in enumerate(timed)
+    ]
     with quiet():
-        for round_ in range(args.repeats):
-            order = list(enumerate(timed))
-            for i, row in order if round_ % 2 == 0 else order[::-1]:  # no favoured slot
-                for b, x in inputs.items():
-                    result = measure_latency(
-                        lambda t, m=row.module: call_model(m, t),
-                        (x,),
-                        warmup=args.warmup,
-                        iterations=args.iterations,
-                        threads=args.threads,
-                    )
-                    samples.setdefault((i, b), []).append(result.median_ms)
+        samples = time_side_by_side(
+            candidates, inputs, call_model, args.repeats, args.warmup, args.iterations,
+            args.threads,
+        )  # fmt: skip
+    fp32 = samples[str(next(i for i, r in enumerate(timed) if r.method == "fp32"))]
     for i, row in enumerate(timed):
-        row.latency_b1 = statistics.median(samples[(i, 1)])
-        row.latency_bn = statistics.median(samples[(i, batch)])
-    fp32 = next(r for r in timed if r.method == "fp32")
-    for row in timed:
-        row.speedup = fp32.latency_bn / row.latency_bn if row.latency_bn else None
+        mine = samples[str(i)]
+        row.round_b1, row.round_bn = Spread.of(mine[1]), Spread.of(mine[batch])
+        row.speedup_b1, row.speedup_bn = (
+            Spread.of([f / m for f, m in zip(fp32[b], mine[b], strict=True)]) for b in (1, batch)
+        )
+        row.latency_b1, row.latency_bn = row.round_b1.median, row.round_bn.median
+        row.speedup = row.speedup_bn.median
+
+
+def tuner_round(outcome: Outcome) -> str:
+    """The tuner's own side-by-side round: speed-up at bN and b1, and its verdict."""
+    r = outcome.result
+    speed = r.speed
+    if speed is None:
+        return "-"
+    text = (
+        f"{speed.speedup[speed.batch].text('.2f', 'x')} at b{speed.batch}, "
+        f"{speed.speedup[1].text('.2f', 'x')} at b1 ({speed.rounds} rounds, "
+        f"{len(speed.finalists)} finalists)"
+    )
+    return text if r.faster_than_fp32 else f"{text}; not champion: {r.verdict}"
 
 
 # --- one model ----------------------------------------------------------------------------
@@ -271,8 +293,9 @@ def trial_lines(model: str, target: float, outcome: Outcome) -> list[str]:
             f"drop {_pct(rec.relative_drop)} lat {_f(rec.latency_ms, '.3f')} ms "
             f"eval {rec.eval_samples}/{rec.eval_total} act {observer}, {fallback}"
         )
-    if r.slower_than_fp32:
-        lines.append("  inc_flow flagged its best int8 plan as slower than fp32")
+    if r.verdict:
+        lines.append(f"  speed verdict: {r.verdict}")
+    lines += [f"  warning: {w}" for w in r.warnings if "batch 1" in w]
     return lines
 
 
@@ -307,6 +330,7 @@ def bench_model(subject: Subject, args: argparse.Namespace, workdir: Path) -> tu
             wall_s=one_shot_s,
             note="wall time = prepare + calibrate + convert",
             module=one_shot,
+            backend="x86",
         ),
     ]
     log: list[str] = []
@@ -338,6 +362,8 @@ def bench_model(subject: Subject, args: argparse.Namespace, workdir: Path) -> tu
                 wall_s=r.wall_time_s,
                 note=note + (f"; quantize() call {seconds:.1f} s" if q is not None else ""),
                 module=q.model if q is not None else None,
+                backend=best.plan.backend if best else None,
+                tuner=tuner_round(outcome),
             )
         )
         if abs(r.baseline_accuracy - fp32_acc) > 1e-9:
@@ -383,21 +409,25 @@ def _drop(base: float, value: float) -> float:
     return (base - value) / base if base else base - value
 
 
+def _s(spread: Spread | None, spec: str = ".3f", unit: str = "") -> str:
+    return "-" if spread is None else spread.text(spec, unit)
+
+
 def table(rows: list[Row]) -> list[str]:
     head = (
         "| model | method | accuracy | drop vs fp32 (rel.) | trials | calibration passes "
         "| eval samples saved | tuning wall time (s) | latency b1 (ms) | latency bN (ms) "
-        "| speed-up vs fp32 at bN | notes |"
+        "| speed-up at b1 | speed-up at bN | the tuner's own round | notes |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         n = r.batch
         lines.append(
             f"| {r.model} | {r.method} | {_f(r.accuracy)} | {_pct(r.drop)} "
             f"| {_f(r.trials, 'd')} | {_f(r.calibration_passes, 'd')} "
-            f"| {_f(r.samples_saved, 'd')} | {_f(r.wall_s, '.1f')} | {_f(r.latency_b1, '.3f')} "
-            f"| {_f(r.latency_bn, '.3f')}{f' (N={n})' if n else ''} "
-            f"| {_f(r.speedup, '.2f')} | {r.note} |"
+            f"| {_f(r.samples_saved, 'd')} | {_f(r.wall_s, '.1f')} | {_s(r.round_b1)} "
+            f"| {_s(r.round_bn)}{f' (N={n})' if n else ''} | {_s(r.speedup_b1, '.2f', 'x')} "
+            f"| {_s(r.speedup_bn, '.2f', 'x')} | {r.tuner or '-'} | {r.note} |"
         )
     return lines
 
@@ -419,8 +449,9 @@ def header(args: argparse.Namespace) -> list[str]:
         "",
         f"Run {datetime.datetime.now().isoformat(timespec='seconds')} on {platform.node()} "
         f"({platform.processor() or platform.machine()}), torch {torch.__version__}, "
-        f"quantized engine x86, {args.threads} intra-op thread(s); latency = "
-        f"{args.repeats} rounds x {args.iterations} timed calls (after {args.warmup} warm-up).",
+        f"quantized engine per model (x86 unless tuned otherwise), {args.threads} intra-op "
+        f"thread(s); latency = {args.repeats} side-by-side rounds x {args.iterations} timed "
+        f"calls (after {args.warmup} warm-up calls each round).",
         "",
         NOISE_NOTE,
         f"Accuracy: top-1 on the config's eval set ({eval_set}). Tuning wall time is "

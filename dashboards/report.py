@@ -180,6 +180,8 @@ def study_html(study: StudyRuns) -> str:
     stats = report.best_op_stats(study)
     times = report.time_breakdown(study)
     speedup = f"x{s['speedup']:.2f}" if s["speedup"] else "-"
+    if s["speedup_min"] is not None and s["speedup_max"] is not None:  # the side-by-side round
+        speedup += f" ({s['speedup_min']:.2f}-{s['speedup_max']:.2f}, b{s['round_batch']:.0f})"
     cards = [
         ("fp32 accuracy", _num(".4f")(s["fp32_accuracy"])),
         ("target", _num(".4f")(s["required_accuracy"])),
@@ -200,7 +202,9 @@ def study_html(study: StudyRuns) -> str:
     notes = []
     if s["best_trial"] is None:
         notes.append('<p class="warn">No trial met the accuracy target.</p>')
-    if s["slower_than_fp32"]:
+    if not s["faster_than_fp32"] and s["speed_verdict"]:  # never made @champion
+        notes.append(f'<p class="warn">Not champion: {html.escape(s["speed_verdict"])}</p>')
+    elif s["slower_than_fp32"]:
         notes.append('<p class="warn">The best int8 model is slower than fp32.</p>')
     if s["status"] == "RUNNING":
         notes.append('<p class="warn">The study is still running: this is a snapshot.</p>')

@@ -31,7 +31,7 @@ from inc_flow.assemble import assemble, stage, unwrap
 from inc_flow.config.sections import Config
 from inc_flow.errors import ConfigError
 from inc_flow.model.output import QuantizedModel
-from inc_flow.publish import log_outcome, publish, recording
+from inc_flow.publish import champion_rivals, log_outcome, publish, recording
 from inc_flow.scaleout import as_role
 from inc_flow.search.loop import tune
 from inc_flow.search.ports import Tracker
@@ -113,6 +113,7 @@ def quantize(
                 step.settings,
                 space=step.space,
                 tracker=rec.trackers,
+                rivals=champion_rivals(rec, cfg),
             )
             results.append(result)
             q_model = publish(rec, cfg, parts, step, result)

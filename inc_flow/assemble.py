@@ -84,6 +84,7 @@ def study_name_for(cfg: Config, approach: str) -> str:
         )
     body = cfg.to_dict()
     body.pop("tracking", None)
+    body["tuning"].pop("finalists", None)  # the round after the search: not the study's
     digest = hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:8]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.model.name)
     return f"{safe}-{SHORT_APPROACH.get(approach, approach)}-{digest}"
@@ -149,6 +150,7 @@ def tune_settings(cfg: Config, approach: str, study_name: str) -> TuneSettings:
         workspace=str(t.workspace.path),
         approach=approach,
         backends=tuple(cfg.quantization.backend),
+        finalists=int(t.finalists),
     )
 
 
@@ -182,6 +184,14 @@ def _example_inputs(cfg: Config, *loaders: Iterable[Any] | None) -> Any:
     )
 
 
+def threads_of(section: Any, default: int | None) -> int | None:
+    """The threads ``section.configs`` (INC's ``evaluation.*.configs``) sets, else ``default``:
+    ``intra_num_of_threads``, else ``cores_per_instance``."""
+    configs = getattr(section, "configs", None)
+    threads = configs.threads if configs is not None else None
+    return default if threads is None else threads
+
+
 def bench_batch(cfg: Config, eval_dataloader: Any, example: Any) -> int:
     """The batch size latency is measured at: the performance loader's, the eval loader's,
     else the example's."""
@@ -212,8 +222,9 @@ def _evaluator(
             return apply_postprocess(specs, out, label)
 
     higher = cfg.tuning.accuracy_criterion.higher_is_better
+    threads = threads_of(acc, None)  # None: torch's default, all cores
     if eval_func is not None:
-        return MetricEvaluator(eval_func=eval_func, higher_is_better=higher)
+        return MetricEvaluator(eval_func=eval_func, higher_is_better=higher, threads=threads)
     if eval_dataloader is None or metric is None:
         return None
     evaluator = MetricEvaluator(
@@ -222,6 +233,7 @@ def _evaluator(
         postprocess=postprocess,
         iteration=acc.iteration if acc is not None else -1,
         higher_is_better=higher,
+        threads=threads,
     )
     # compare_label false: fp32 outputs are the labels (a copy: the engine never
     # touches it, whatever the user does with `model` afterwards).
@@ -262,7 +274,7 @@ def assemble(
         batch_size=bench_batch(cfg, eval_dataloader, example),
         warmup=perf.warmup if perf is not None else 5,
         iterations=perf.iteration if perf is not None and perf.iteration > 0 else 30,
-        threads=1,
+        threads=threads_of(perf, 1),
     )
     auto = q.approach == Approach.AUTO
     approaches = (Approach.STATIC.value, Approach.DYNAMIC.value) if auto else (q.approach,)
@@ -297,5 +309,7 @@ def stage(cfg: Config, parts: Assembly, approach: str, role: str = Role.TUNE) ->
         settings = replace(settings, performance_only=True)
     if role == Role.FINALIZE:
         settings = replace(settings, new_trials=False)
+    if role == Role.WORKER:  # publishes nothing: no side-by-side round
+        settings = replace(settings, final_round=False)
     Path(settings.workspace).mkdir(parents=True, exist_ok=True)
     return Stage(approach, engine, space, settings)

@@ -2,6 +2,10 @@
 logged and registered model, the HTML report), the closest model kept when nothing passed,
 the outcome's log lines, and saving the model to an output directory.
 
+The speed verdict of the side-by-side round (``search.speed``) decides the alias: a model not
+faster than fp32 is registered as ``challenger``, never ``champion``, with the verdict as its
+reason; :func:`champion_rivals` brings the registry's champion into the round.
+
 The MLflow tracker is opened per study by :func:`recording` (unless ``tracking.enabled`` is
 false or the caller brings its own tracker); a ``worker`` neither publishes nor registers.
 """
@@ -20,10 +24,12 @@ from inc_flow.config.sections import Config
 from inc_flow.model.output import QuantizedModel
 from inc_flow.record import keys
 from inc_flow.scaleout import study_parent
+from inc_flow.search.final import Rivals
 from inc_flow.search.ports import Engine, Tracker
 from inc_flow.search.progress import LoggingTracker, MultiTracker
 from inc_flow.search.records import TuneResult
 from inc_flow.search.settings import TuneSettings
+from inc_flow.search.speed import CHAMPION, Candidate
 from inc_flow.vocab import Approach, Role
 
 logger = logging.getLogger("inc_flow")
@@ -85,12 +91,52 @@ def publish(
             info=info(result),
         )
         if recorder is not None and role != Role.WORKER:
-            recorder.publish(q_model, result, parts.model, eval_source(cfg, parts.eval_func))
+            terms = alias_terms(result)
+            if not terms["champion_allowed"] and result.accuracy_checked:
+                logger.warning("the model may not be @champion: %s", terms["veto_reason"])
+            source = eval_source(cfg, parts.eval_func)
+            recorder.publish(q_model, result, parts.model, source, **terms)
     elif role != Role.WORKER:
         keep_closest(stage.engine, result, parts.example, stage.settings, parts.sampling_size)
     if recorder is not None and role != Role.WORKER:
         _log_report(recorder)
     return q_model
+
+
+def alias_terms(result: TuneResult) -> dict[str, Any]:
+    """What registration is told about speed (``model.registry.register``): no ``champion``
+    unless faster than fp32 in the side-by-side round (the verdict is the reason), and the
+    round's comparison with the current champion, when it was timed too."""
+    speed = result.speed
+    return {
+        "champion_allowed": result.faster_than_fp32,
+        "veto_reason": "" if result.faster_than_fp32 else result.verdict,
+        "beats_champion": speed.beats_champion if speed is not None else None,
+        "champion_reason": speed.champion_text if speed is not None else "",
+    }
+
+
+def champion_rivals(rec: Recording, cfg: Config) -> Rivals | None:
+    """The registry's ``@champion`` for the side-by-side round, loaded when the round runs;
+    None when this process does not register (no MLflow, a worker)."""
+    if rec.recorder is None or rec.role == Role.WORKER:
+        return None
+
+    def load() -> list[Candidate]:
+        import mlflow
+
+        from inc_flow.model import registry
+
+        name = registry.registered_model_name(cfg.model.name, cfg.tracking.registered_model_name)
+        version = registry.champion(name)
+        if version is None:
+            return []
+        uri = f"models:/{name}@{keys.ALIAS_CHAMPION}"
+        model = mlflow.pyfunc.load_model(uri).get_raw_model()
+        backend = version.tags.get(keys.VERSION_BACKEND)
+        return [Candidate(f"champion v{version.version}", model, CHAMPION, backend)]
+
+    return load
 
 
 def time_split(parts: Assembly, stage: Stage) -> dict[str, float]:
@@ -130,10 +176,12 @@ def info(result: TuneResult) -> dict[str, Any]:
         "accuracy": best.accuracy if best else None,
         "baseline_accuracy": result.baseline_accuracy,
         "relative_drop": best.relative_drop if best else None,
-        "latency_ms": best.latency_ms if best else None,
-        "baseline_latency_ms": result.baseline_latency_ms,
+        "latency_ms": result.latency_ms,
+        "baseline_latency_ms": result.fp32_latency_ms,
         "speedup": result.speedup,
         "slower_than_fp32": result.slower_than_fp32,
+        "faster_than_fp32": result.faster_than_fp32,
+        "speed_verdict": result.verdict,
         "accuracy_checked": result.accuracy_checked,
         "trial": best.number if best else None,
         "trials": result.n_trials,

@@ -1,17 +1,19 @@
 """Fakes of the tuner's collaborators (no torch): an engine whose int8 ops each cost a fixed
-accuracy, its evaluator and benchmark, a tracker that keeps what it receives, and ``run``, one
-study with them. Shared by tests/test_tuner.py and tests/test_workers.py.
+accuracy, its evaluator and benchmark (with a side-by-side round that records its call
+order), a tracker that keeps what it receives, and ``run``, one study with them. Shared by
+tests/test_tuner.py, tests/test_speed.py and tests/test_workers.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from inc_flow.search.loop import tune
 from inc_flow.search.plan import Plan
 from inc_flow.search.records import EvalOutcome, StudyInfo, TrialRecord, TuneResult
 from inc_flow.search.settings import TuneSettings
+from inc_flow.search.speed import Candidate, interleave
 
 OPS = [
     ("conv1", "Conv2d"),
@@ -96,10 +98,37 @@ class FakeEvaluator:
 
 
 class FakeBenchmark:
-    """int8 op 1 ms, fp32 op 2 ms, each fp32<->int8 boundary (model ends are fp32) 0.3 ms."""
+    """int8 op 1 ms, fp32 op 2 ms, each fp32<->int8 boundary (model ends are fp32) 0.3 ms.
 
-    def __init__(self, int8_cost: float = 1.0) -> None:
+    The side-by-side round is the real ``search.speed.interleave`` over ``rounds`` rounds; each
+    timing is ``in_round(model, batch)`` (default: ``latency(model)`` at every batch), and
+    ``calls`` records the candidates' names in the order they were timed.
+    """
+
+    def __init__(
+        self,
+        int8_cost: float = 1.0,
+        in_round: Callable[[FakeModel, int], float] | None = None,
+        batch_size: int = 8,
+        rounds: int = 3,
+    ) -> None:
         self.int8_cost = int8_cost
+        self.in_round = in_round
+        self.batch_size = batch_size
+        self.rounds = rounds
+        self.calls: list[str] = []
+        self.candidates: list[Candidate] = []
+
+    def side_by_side(self, candidates: Sequence[Candidate]) -> dict[str, dict[int, list[float]]]:
+        self.candidates = list(candidates)
+
+        def time_one(candidate: Candidate) -> dict[int, float]:
+            self.calls.append(candidate.name)
+            if self.in_round is None:
+                return dict.fromkeys((1, self.batch_size), self.latency(candidate.model))
+            return {b: self.in_round(candidate.model, b) for b in (1, self.batch_size)}
+
+        return interleave(candidates, self.rounds, time_one)
 
     def latency(self, model: FakeModel) -> float:
         if model.plan is None:
@@ -138,5 +167,7 @@ def run(
     tracker = kw.pop("tracker", ListTracker())
     space = kw.pop("space", None)
     bench = kw.pop("benchmark", FakeBenchmark())
-    result = tune(engine, evaluator, bench, TuneSettings(**kw), space=space, tracker=tracker)
+    rivals = kw.pop("rivals", None)
+    settings = TuneSettings(**kw)
+    result = tune(engine, evaluator, bench, settings, space=space, tracker=tracker, rivals=rivals)
     return result, engine, tracker

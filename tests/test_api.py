@@ -280,3 +280,22 @@ def test_inc_style_example_script_runs(tmp_path, monkeypatch):
         ["--conf", str(conf_path), "--output", str(tmp_path / "out"), "--eval-samples", "1000"]
     )
     assert 0.7 < acc <= 1.0
+
+
+@pytest.mark.no_mlflow
+def test_measurement_threads_come_from_inc_configs():
+    from inc_flow.api import as_config
+    from inc_flow.assemble import assemble
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4)).eval()
+    base = {"model": {"name": "toy", "input_shape": [3, 8, 8]}}
+    configs = {
+        "performance": {"configs": {"cores_per_instance": 3, "intra_num_of_threads": 2}},
+        "accuracy": {"configs": {"cores_per_instance": 1, "num_of_instance": 1}},
+    }
+    parts = assemble(as_config({**base, "evaluation": configs}), model, eval_func=lambda m: 1.0)
+    assert parts.benchmark.threads == 2 and parts.evaluator.threads == 1
+    cores = {"performance": {"configs": {"cores_per_instance": 3}}}
+    assert assemble(as_config({**base, "evaluation": cores}), model).benchmark.threads == 3
+    default = assemble(as_config(base), model, eval_func=lambda m: 1.0)
+    assert default.benchmark.threads == 1 and default.evaluator.threads is None  # all cores

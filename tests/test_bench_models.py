@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -66,3 +67,34 @@ def test_readme_splice_replaces_only_between_the_markers(tmp_path):
 def test_unknown_models_are_refused():
     with pytest.raises(SystemExit):
         bench_models.parse_args(["--models", "lenet,vgg"])
+
+
+def test_bench_tuning_table_shows_the_side_by_side_round(monkeypatch):
+    import argparse
+
+    import bench_tuning
+
+    calls = []
+
+    def fake_round(candidates, inputs, call, rounds, warmup, iterations, threads):
+        calls.append(([(c.name, c.kind, c.backend) for c in candidates], sorted(inputs), rounds))
+        ms = {"0": [4.0, 4.2, 3.8], "1": [2.0, 2.0, 2.0]}  # fp32, then int8
+        return {c.name: {1: ms[c.name], 8: ms[c.name]} for c in candidates}
+
+    monkeypatch.setattr(bench_tuning, "time_side_by_side", fake_round)
+    rows = [
+        Row("toy", "fp32", 0.9, module=object()),
+        Row("toy", "inc_flow", 0.9, module=object(), backend="x86", tuner="1.90x at b8"),
+        Row("toy", "-", None, note="skipped"),
+    ]
+    args = argparse.Namespace(repeats=3, warmup=1, iterations=5, threads=1)
+    bench_tuning.measure_rows(rows, torch.zeros(2, 3), 8, args)
+    assert calls == [([("0", "fp32", None), ("1", "trial", "x86")], [1, 8], 3)]
+    assert rows[1].latency_bn == 2.0 and rows[1].speedup == 2.0
+    _, _, fp32, int8, _ = bench_tuning.table(rows)
+    cells = [c.strip() for c in int8.split("|")[1:-1]]
+    assert cells[8:13] == [
+        "2.000 (2.000-2.000)", "2.000 (2.000-2.000)", "2.00x (1.90-2.10)",
+        "2.00x (1.90-2.10)", "1.90x at b8",
+    ]  # fmt: skip
+    assert fp32.split("|")[11].strip() == "1.00x (1.00-1.00)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,19 @@ def test_minimal_config_has_inc_defaults():
          lambda c: c.evaluation.performance.dataloader.dataset.params["low"], -1.0),
         ({"evaluation": {"accuracy": {}}}, lambda c: c.evaluation.accuracy.iteration, -1),
         ({"quantization": None, "tuning": None}, lambda c: c.tuning.random_seed, 1978),
+        # INC's measurement configs, in one process: the thread count applies
+        ({"evaluation": {"performance": {"configs": {"cores_per_instance": 4}}}},
+         lambda c: c.evaluation.performance.configs.threads, 4),
+        ({"evaluation": {"performance": {"configs": {
+            "cores_per_instance": 4, "num_of_instance": 1, "intra_num_of_threads": 2,
+            "inter_num_of_threads": None, "kmp_blocktime": None}}}},
+         lambda c: c.evaluation.performance.configs.threads, 2),
+        ({"evaluation": {"accuracy": {"configs": {"intra_num_of_threads": 2}}}},
+         lambda c: c.evaluation.accuracy.configs.threads, 2),
+        ({"evaluation": {"accuracy": {"configs": {}}}},
+         lambda c: c.evaluation.accuracy.configs.threads, None),
+        ({}, lambda c: c.tuning.finalists, 3),
+        ({"tuning": {"finalists": 1}}, lambda c: c.tuning.finalists, 1),
     ],
 )  # fmt: skip
 def test_accepted(sections, get, expected):
@@ -337,6 +351,7 @@ def DS(dataset) -> dict:
 
 HERE = str(ROOT)  # an existing directory
 ACC = "evaluation.accuracy"
+PERF = "evaluation.performance.configs"
 CALDL = "quantization.calibration.dataloader"
 QMW = "quantization.model_wise"
 QOW = "quantization.op_wise"
@@ -427,10 +442,17 @@ REJECTED = [
     (E(accuracy={"postprocess": {"transform": {"LabelShift": "one"}}}),
      f"{ACC}.postprocess.transform.LabelShift"),
     (E(accuracy={"postprocess": {"transforms": {}}}), f"{ACC}.postprocess.transforms"),
-    (E(accuracy={"configs": {"cores_per_instance": 4}}), f"{ACC}.configs"),
+    (E(accuracy={"configs": {"num_of_instance": 4}}), f"{ACC}.configs.num_of_instance"),
+    (E(accuracy={"configs": {"cores_per_instance": 0}}), f"{ACC}.configs.cores_per_instance"),
     (E(performance={"warmup": -1}), "evaluation.performance.warmup"),
     (E(performance={"iteration": 1.5}), "evaluation.performance.iteration"),
-    (E(performance={"configs": {"num_of_instance": 2}}), "evaluation.performance.configs"),
+    (E(performance={"configs": {"num_of_instance": 2}}), f"{PERF}.num_of_instance"),
+    (E(performance={"configs": {"num_of_instance": 0}}), f"{PERF}.num_of_instance"),
+    (E(performance={"configs": {"intra_num_of_threads": "2"}}), f"{PERF}.intra_num_of_threads"),
+    (E(performance={"configs": {"inter_num_of_threads": 1}}), f"{PERF}.inter_num_of_threads"),
+    (E(performance={"configs": {"kmp_blocktime": 1}}), f"{PERF}.kmp_blocktime"),
+    (E(performance={"configs": {"cores": 2}}), f"{PERF}.cores"),
+    (E(performance={"configs": 4}), f"{PERF}"),
     (E(acuracy={}), "evaluation.acuracy"),
     # tuning
     (T(strategy={"name": "sigopt"}), "tuning.strategy.name"),
@@ -456,6 +478,9 @@ REJECTED = [
     (T(workspace={"path": ""}), "tuning.workspace.path"),
     (T(tensorboard=False), "tuning.tensorboard"),
     (T(storage=5), "tuning.storage"),
+    (T(finalists=0), "tuning.finalists"),
+    (T(finalists=2.0), "tuning.finalists"),
+    (T(finalists=True), "tuning.finalists"),
     # tracking
     (cfg(tracking={"enabled": "yes"}), "tracking.enabled"),
     (cfg(tracking={"uri": 1}), "tracking.uri"),
@@ -469,6 +494,26 @@ def test_rejected_with_key_path(data, path):
         Config.from_dict(data)
     assert f"`{path}`" in str(info.value)
     assert path in [p for p, _ in info.value.problems]
+
+
+@pytest.mark.parametrize(
+    ("configs", "key", "says"),
+    [
+        ({"num_of_instance": 2}, "num_of_instance", r"must be 1: inc_flow measures in one "
+         r"process \(no multi-instance runs\), got 2"),
+        ({"kmp_blocktime": 1}, "kmp_blocktime", r"OpenMP reads KMP_BLOCKTIME once, when the "
+         r"process starts.*export KMP_BLOCKTIME before running inc_flow instead; got 1"),
+        ({"inter_num_of_threads": 4}, "inter_num_of_threads",
+         r"inter-op thread pool once per process.*`intra_num_of_threads`\); got 4"),
+    ],
+)  # fmt: skip
+def test_measurement_configs_say_why_they_are_rejected(configs, key, says):
+    for section in ("accuracy", "performance"):
+        with pytest.raises(ConfigError) as info:
+            Config.from_dict(E(**{section: {"configs": configs}}))
+        ((path, message),) = info.value.problems
+        assert path == f"evaluation.{section}.configs.{key}"
+        assert re.search(says, message), message
 
 
 def test_at_least_forty_rejections():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -10,9 +12,11 @@ from inc_flow.common import DataLoader
 from inc_flow.data import DummyDataset
 from inc_flow.errors import DataError, MetricError
 from inc_flow.metrics import Accuracy, TopK
+from inc_flow.quant import latency
 from inc_flow.quant.engine import FxEngine
 from inc_flow.quant.evaluate import LatencyBenchmark, MetricEvaluator, repeat_batch
 from inc_flow.search.plan import default_plan
+from inc_flow.search.speed import FP32, TRIAL, Candidate
 from tests.toys import TinyNet
 
 pytestmark = pytest.mark.no_mlflow
@@ -131,3 +135,46 @@ def test_nan_or_inf_eval_inputs_are_named_on_the_first_pass():
     clean = MetricEvaluator(dataloader=[(good, labels)], metric=TopK(k=1))
     clean(lambda x: x)
     assert clean.inputs_checked  # later passes (the trials) do not check again
+
+
+def test_side_by_side_times_every_candidate_each_round_on_its_backend(tiny, monkeypatch):
+    calib = DataLoader(DummyDataset([16, 1, 20, 20]), batch_size=8)
+    engine = FxEngine(tiny, torch.zeros(1, 1, 20, 20), calib_loader=calib, sampling_size=8)
+    plan = default_plan(engine.ops())
+    x86 = engine.build(plan)
+    fbgemm = engine.build(dataclasses.replace(plan, backend="fbgemm"))
+    candidates = [
+        Candidate("fp32", tiny, FP32),
+        Candidate("trial 0", x86, TRIAL, "x86", 0),
+        Candidate("trial 1", fbgemm, TRIAL, "fbgemm", 1),
+    ]
+    seen = []
+    real = latency.measure_latency
+
+    def spy(fn, inputs, warmup, iterations, threads):
+        seen.append((torch.backends.quantized.engine, inputs[0].shape[0], iterations, threads))
+        return real(fn, inputs, warmup, iterations, threads)
+
+    monkeypatch.setattr(latency, "measure_latency", spy)
+    torch.backends.quantized.engine = "onednn"
+    bench = LatencyBenchmark(torch.randn(3, 1, 20, 20), batch_size=4, warmup=0, iterations=7)
+    samples = bench.side_by_side(candidates)
+    assert latency.round_plan(7) == (5, 2) and latency.round_plan(2) == (2, 1)
+    assert {name: {b: len(v) for b, v in s.items()} for name, s in samples.items()} == {
+        c.name: {1: 5, 4: 5} for c in candidates
+    }
+    assert all(ms > 0 for s in samples.values() for v in s.values() for ms in v)
+    # 5 rounds x 3 candidates x 2 batches, 2 timed calls each, 1 thread, each on its backend
+    assert len(seen) == 30 and {(n, t) for _, _, n, t in seen} == {(2, 1)}
+    engines = [e for e, b, _, _ in seen if b == 1]
+    assert engines[1:3] == ["x86", "fbgemm"] and engines[3:5] == ["fbgemm", "x86"]
+    assert torch.backends.quantized.engine == "onednn"  # restored
+
+
+def test_evaluator_threads_are_set_while_evaluating_and_restored():
+    before = torch.get_num_threads()
+    seen = []
+    evaluator = MetricEvaluator(eval_func=lambda m: seen.append(torch.get_num_threads()) or 1.0)
+    evaluator(None)
+    MetricEvaluator(eval_func=evaluator.eval_func, threads=1)(None)
+    assert seen == [before, 1] and torch.get_num_threads() == before

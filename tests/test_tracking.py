@@ -16,12 +16,14 @@ from mlflow import MlflowClient
 
 from inc_flow import quantize
 from inc_flow.config.sections import Config
+from inc_flow.quant.evaluate import LatencyBenchmark
 from inc_flow.record.keys import TAG_ROLE, TAG_STUDY, TAG_TRIAL, safe_key
 from inc_flow.record.tracking import MlflowTracker
 from inc_flow.record.values import plan_params
 from inc_flow.search.plan import default_plan
 from inc_flow.search.records import StudyInfo
 from inc_flow.search.settings import TuneSettings
+from inc_flow.search.speed import CHAMPION, FP32, TRIAL
 from tests.toys import TinyNet
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,8 +45,8 @@ def test_plan_params_have_the_same_keys_for_every_plan():
     assert "op.a_0_" in keys
 
 
-def _toy_run(tmp_path: Path, eval_func, max_trials: int = 3, **conf):
-    torch.manual_seed(0)
+def _toy_run(tmp_path: Path, eval_func, max_trials: int = 3, seed: int = 0, **conf):
+    torch.manual_seed(seed)
     model = TinyNet().eval()
     x = torch.randn(32, 1, 20, 20)
     config = {
@@ -68,7 +70,26 @@ def _runs(experiment: str = "tiny"):
     return client, parents, children
 
 
-def test_one_parent_and_one_child_per_trial(tmp_path):
+def _fake_round(monkeypatch, fp32_ms: float, int8_ms: float, champion_ms: float = 0.0) -> list:
+    """The side-by-side round with fixed timings per kind of candidate (no timed assertion);
+    the candidates of each round are appended to the list returned."""
+    seen: list = []
+    ms = {FP32: fp32_ms, TRIAL: int8_ms, CHAMPION: champion_ms}
+
+    def side_by_side(self, candidates):
+        seen.append(list(candidates))
+        return {c.name: dict.fromkeys((1, self.batch_size), [ms[c.kind]] * 3) for c in candidates}
+
+    monkeypatch.setattr(LatencyBenchmark, "side_by_side", side_by_side)
+    return seen
+
+
+def _aliases(client: MlflowClient, name: str = "tiny-int8") -> dict[str, str]:
+    return {k: str(v) for k, v in client.get_registered_model(name).aliases.items()}
+
+
+def test_one_parent_and_one_child_per_trial(tmp_path, monkeypatch):
+    _fake_round(monkeypatch, fp32_ms=4.0, int8_ms=2.0)
     outcome = _toy_run(tmp_path, lambda m: 0.9)
     assert outcome.q_model is not None
     client, parents, children = _runs()
@@ -99,6 +120,39 @@ def test_one_parent_and_one_child_per_trial(tmp_path):
     x = torch.randn(2, 1, 20, 20)
     expected = outcome.q_model.model(x).numpy()
     assert np.array_equal(model.predict(x.numpy()), expected)
+
+
+def test_int8_slower_than_fp32_is_registered_but_never_champion(tmp_path, monkeypatch, caplog):
+    _fake_round(monkeypatch, fp32_ms=1.0, int8_ms=2.0)
+    with caplog.at_level("INFO", logger="inc_flow"):
+        outcome = _toy_run(tmp_path, lambda m: 0.9)
+    result = outcome.result
+    verdict = result.verdict
+    assert outcome.q_model is not None and not result.faster_than_fp32
+    assert verdict.startswith("fp32 is faster at batch 32: int8 (trial ")
+    assert outcome.q_model.info["speed_verdict"] == verdict
+    assert f"the model may not be @champion: {verdict}" in caplog.text
+    client, parents, _ = _runs()
+    tags, metrics = parents[0].data.tags, parents[0].data.metrics
+    assert tags["inc_flow.faster_than_fp32"] == "False"
+    assert tags["inc_flow.speed_verdict"] == verdict
+    assert metrics["speedup"] == 0.5 and metrics["round_latency_ms"] == 2.0
+    assert _aliases(client) == {"challenger": "1"}
+    version = client.get_model_version("tiny-int8", "1")
+    assert version.tags["alias_reason"] == verdict == version.tags["speed_verdict"]
+    assert float(version.tags["latency_ms"]) == 2.0 and float(version.tags["speedup"]) == 0.5
+
+
+def test_the_champion_is_timed_beside_the_new_model(tmp_path, monkeypatch):
+    rounds = _fake_round(monkeypatch, fp32_ms=4.0, int8_ms=2.0, champion_ms=1.0)
+    _toy_run(tmp_path / "a", lambda m: 0.9, max_trials=1)
+    assert [c.kind for c in rounds[0]] == [FP32, TRIAL]  # no champion yet
+    _toy_run(tmp_path / "b", lambda m: 0.9, max_trials=1, seed=1)  # other weights
+    assert [(c.kind, c.name) for c in rounds[1]][-1] == (CHAMPION, "champion v1")
+    client = MlflowClient()
+    assert _aliases(client) == {"champion": "1", "challenger": "2"}
+    reason = client.get_model_version("tiny-int8", "2").tags["alias_reason"]
+    assert "is not faster in every round than the champion v1 at batch 32" in reason
 
 
 def test_a_trial_that_raises_is_a_failed_child_run_and_the_study_goes_on(tmp_path):

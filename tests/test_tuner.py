@@ -340,9 +340,9 @@ def test_performance_only_runs_the_default_plan_once(caplog: pytest.LogCaptureFi
 def test_int8_slower_than_fp32_is_flagged(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="inc_flow"):
         result, _, _ = run({}, benchmark=FakeBenchmark(int8_cost=3.0))
-    assert result.slower_than_fp32 and result.speedup < 1
-    assert any("slower than fp32" in w for w in result.warnings)
-    assert "slower than fp32" in caplog.text
+    assert result.slower_than_fp32 and not result.faster_than_fp32 and result.speedup < 1
+    assert any(w.startswith("fp32 is faster at batch 8") for w in result.warnings)
+    assert "fp32 is faster at batch 8" in caplog.text
 
 
 def test_logging_tracker_prints_progress_and_summary(caplog: pytest.LogCaptureFixture) -> None:

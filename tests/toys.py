@@ -6,9 +6,12 @@ of its own. ``Untraceable`` wraps it in data-dependent control flow, ``NoOps`` h
 quantize.
 
 ``SleepyNet`` is TinyNet with a call that sleeps ``INC_FLOW_TEST_SLEEP_S`` seconds per forward
-pass, for subprocess tests (``model.factory: tests.toys:SleepyNet``). The call is an FX leaf
-(``torch.fx.wrap``), so it stays in every traced, prepared and converted graph: each trial of
-a study takes a predictable wall time, while the CPU stays free. With
+pass of a batch of ``SLEEP_BATCH`` samples, for subprocess tests (``model.factory:
+tests.toys:SleepyNet``). The call is an FX leaf (``torch.fx.wrap``), so it stays in every
+traced, prepared and converted graph: each trial of a study takes a predictable wall time,
+while the CPU stays free. Latency is timed at other batch sizes (1 and 64 in
+tests/helpers/stores.py's config), where it does not sleep: there int8 is faster than fp32 in
+the side-by-side round, as a model registered ``@champion`` must be. With
 ``INC_FLOW_TEST_BARRIER=<dir>:<n>``, the ``sleepy_net`` factory waits (60 s at most) until
 ``n`` processes have built the model, so that workers start tuning together.
 
@@ -29,6 +32,7 @@ from torch import nn
 SLEEP_ENV = "INC_FLOW_TEST_SLEEP_S"
 BARRIER_ENV = "INC_FLOW_TEST_BARRIER"
 SHAPE = (1, 20, 20)
+SLEEP_BATCH = 8  # pause() sleeps on batches of this size only (calibration and evaluation)
 
 
 class TinyNet(nn.Module):
@@ -68,9 +72,9 @@ class NoOps(nn.Module):
 
 
 def pause(x: torch.Tensor) -> torch.Tensor:
-    """Identity that sleeps; a leaf of FX graphs."""
+    """Identity that sleeps on a batch of ``SLEEP_BATCH`` samples; a leaf of FX graphs."""
     seconds = float(os.environ.get(SLEEP_ENV, "0") or 0)
-    if seconds > 0:
+    if seconds > 0 and x.shape[0] == SLEEP_BATCH:
         time.sleep(seconds)
     return x
 

@@ -101,7 +101,6 @@ SCALAR_PARAM = {"topk": "k", "LabelShift": "label_shift"}
 """Entries whose yaml value is their single parameter (``topk: 1``, ``LabelShift: -1``)."""
 
 # INC 1.x keys that inc_flow knows but does not implement: rejected with the reason.
-_CONFIGS = "is not supported: inc_flow measures in one process (no multi-instance runs)"
 INC_UNSUPPORTED: dict[str, dict[str, str]] = {
     "config": {
         k: "is not supported: inc_flow does quantization only"
@@ -127,9 +126,7 @@ INC_UNSUPPORTED: dict[str, dict[str, str]] = {
         "diagnosis": "is not supported; inc_flow records every trial to MLflow",
         "multi_objectives": "is not supported; use `strategy.name: multi_objective`",
     },
-    "accuracy": {"configs": _CONFIGS},
     "performance": {
-        "configs": _CONFIGS,
         "postprocess": "is not used for performance; put it under `evaluation.accuracy`",
     },
     "dataloader": {"distributed": "is not supported: inc_flow tunes in one process"},

@@ -45,6 +45,7 @@ from inc_flow.config.checks import (
     folder_not_found,
     sqlite_folder,
 )
+from inc_flow.config.instances import InstanceConfig
 from inc_flow.config.names import DATASETS
 from inc_flow.config.problems import Problems, config_error, problems_of, show, unknown_key
 from inc_flow.config.spaces import OpSpace, TensorSpace, as_op_spaces
@@ -154,6 +155,7 @@ class AccuracyConfig(Section):
     dataloader: DataloaderConfig | None = sub(DataloaderConfig, optional=True)
     postprocess: tuple[PostprocessSpec, ...] = checked((), _postprocess)
     iteration: int = checked(-1, check_iteration)
+    configs: InstanceConfig | None = sub(InstanceConfig, optional=True)  # threads: all cores
 
     _SECTION: ClassVar[str] = "accuracy"
 
@@ -170,11 +172,13 @@ class AccuracyConfig(Section):
 
 @dataclass(frozen=True)
 class PerformanceConfig(Section):
-    """INC ``evaluation.performance``: warmup and measured iterations (-1: whole loader)."""
+    """INC ``evaluation.performance``: warmup and measured iterations (-1: whole loader);
+    ``configs`` sets the timing threads (default 1)."""
 
     warmup: int = checked(5, check_int, minimum=0)
     iteration: int = checked(-1, check_iteration)
     dataloader: DataloaderConfig | None = sub(DataloaderConfig, optional=True)
+    configs: InstanceConfig | None = sub(InstanceConfig, optional=True)
 
     _SECTION: ClassVar[str] = "performance"
 
@@ -236,7 +240,8 @@ class WorkspaceConfig(Section):
 
 @dataclass(frozen=True)
 class TuningConfig(Section):
-    """INC ``tuning``; ``storage`` (an Optuna storage URL) and ``study_name`` are inc_flow's."""
+    """INC ``tuning``; ``storage`` (an Optuna storage URL), ``study_name`` and ``finalists``
+    (the passing plans timed again beside fp32 after the search) are inc_flow's."""
 
     strategy: StrategyConfig = sub(StrategyConfig)
     accuracy_criterion: AccuracyCriterion = sub(AccuracyCriterion)
@@ -246,6 +251,7 @@ class TuningConfig(Section):
     workspace: WorkspaceConfig = sub(WorkspaceConfig)
     storage: str | None = checked(None, check_storage)
     study_name: str | None = checked(None, check_str, optional=True)
+    finalists: int = checked(3, check_int, minimum=1)  # plans timed again beside fp32
 
     _SECTION: ClassVar[str] = "tuning"
 

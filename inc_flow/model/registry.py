@@ -59,6 +59,7 @@ TAG_CRITERION = keys.VERSION_CRITERION
 TAG_MEETS_TARGET = keys.VERSION_MEETS_TARGET
 TAG_ALIAS_REASON = keys.VERSION_ALIAS_REASON
 TAG_DIGEST = keys.VERSION_DIGEST
+BEATS_CHAMPION, CHAMPION_REASON = "beats_champion", "champion_reason"  # round vs champion
 REQUIRED_METRICS = (METRIC_ACCURACY, METRIC_RELATIVE_DROP, METRIC_LATENCY)
 REQUIRED_TAGS = (TAG_BACKEND, TAG_APPROACH, TAG_STUDY)
 # What `load` reads from best_configure.yaml; the scores (`info`) and versions are left out,
@@ -121,6 +122,8 @@ def _decide(new: Mapping[str, Any], current: Mapping[str, Any] | None) -> tuple[
     if current.get(TAG_MEETS_TARGET) is False:
         return CHAMPION, "the champion does not meet the accuracy target"
     new_ms, cur_ms = new.get(TAG_LATENCY), current.get(TAG_LATENCY)
+    if new.get(BEATS_CHAMPION) is not None:  # timed beside the champion: the round decides
+        return (CHAMPION if new[BEATS_CHAMPION] else CHALLENGER), new[CHAMPION_REASON]
     if cur_ms is None:
         return CHAMPION, "the champion has no latency to compare"
     if new_ms is None:
@@ -222,6 +225,10 @@ def register(
     criterion: str,
     meets_target: bool = True,
     digest: str | None = None,
+    champion_allowed: bool = True,
+    veto_reason: str = "",
+    beats_champion: bool | None = None,
+    champion_reason: str = "",
 ) -> Any:
     """Register ``model_uri`` under ``name`` and alias it ``champion`` or ``challenger``;
     a model registered already is not registered again.
@@ -246,6 +253,11 @@ def register(
         digest: the model's :func:`content_digest`; default the logged model's
             ``content_digest`` tag (set by ``log_model``). Without one, nothing is
             deduplicated.
+        champion_allowed: False: never ``champion`` (e.g. not faster than fp32 in the
+            side-by-side round); the version is a ``challenger`` with ``veto_reason``.
+        beats_champion: the side-by-side round's comparison with the current champion
+            (None: not timed together); replaces the latency tags' comparison, with
+            ``champion_reason`` as the alias reason.
 
     Returns:
         The ModelVersion (``.version``), new or existing, with its alias set.
@@ -259,8 +271,9 @@ def register(
         )
     digest = digest or logged_digest(model_uri)
     existing = None if digest is None else find_version(name, digest)
+    veto = None if champion_allowed else (veto_reason or "it may not be champion")
     if existing is not None:
-        return _settle(name, existing)
+        return _settle(name, existing, veto)
     # Read before creating the version, so it is never compared with itself. Two studies
     # registering the same name at once may both read the same champion; the last alias wins.
     current = champion(name)
@@ -272,9 +285,13 @@ def register(
         TAG_CRITERION: criterion,
         TAG_LATENCY: float(metrics[METRIC_LATENCY]),
         TAG_MEETS_TARGET: bool(meets_target),
+        BEATS_CHAMPION: beats_champion,
+        CHAMPION_REASON: champion_reason,
     }
     old = None if current is None else _facts_from_tags(current.tags)
     alias, reason = _decide(new, old)
+    if veto is not None:
+        alias, reason = CHALLENGER, veto
     version_tags.update(
         {
             TAG_EVAL_DATA: eval_data,
@@ -291,7 +308,7 @@ def register(
     if twin is not None and str(twin.version) != str(mv.version):
         # another process registered the same model a moment earlier: keep the older one
         client.delete_model_version(name, str(mv.version))
-        return _settle(name, twin)
+        return _settle(name, twin, veto)
     fault_point(AFTER_REGISTER)
     client.set_registered_model_alias(name, alias, mv.version)
     fault_point(AFTER_ALIAS)
@@ -299,9 +316,9 @@ def register(
     return client.get_model_version(name, mv.version)
 
 
-def _settle(name: str, version: Any) -> Any:
+def _settle(name: str, version: Any, veto: str | None = None) -> Any:
     """An existing version of the same model: not registered again; its alias set if it has
-    none (decided from its own tags, against the current champion)."""
+    none (decided from its own tags, against the current champion; ``veto``: challenger)."""
     client = mlflow.MlflowClient()
     held = list(version.aliases)
     what = f"{name} version {version.version} holds this model already"
@@ -312,6 +329,8 @@ def _settle(name: str, version: Any) -> Any:
     current = champion(name)
     old = None if current is None else _facts_from_tags(current.tags)
     alias, reason = _decide(_facts_from_tags(version.tags), old)
+    if veto is not None:
+        alias, reason = CHALLENGER, veto
     client.set_model_version_tag(name, str(version.version), TAG_ALIAS_REASON, reason)
     client.set_registered_model_alias(name, alias, version.version)
     logger.info(

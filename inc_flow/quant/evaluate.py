@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -17,8 +17,9 @@ from torch import nn
 from inc_flow.data.batches import call_model, split_batch
 from inc_flow.errors import DataError, MetricError
 from inc_flow.metrics.build import chance_level, tied_outputs, update_metric, wants_reference
-from inc_flow.quant.latency import measure_latency
+from inc_flow.quant.latency import measure_latency, round_plan, time_side_by_side
 from inc_flow.search.records import EvalOutcome
+from inc_flow.search.speed import Candidate
 
 
 def batch_size_of(inputs: Any) -> int:
@@ -76,6 +77,9 @@ class MetricEvaluator:
     ``reference`` (fp32) model's outputs on the same batch as labels. They are computed on
     the first evaluation and kept, so the eval dataloader must yield the same batches in the
     same order every time (not shuffled).
+
+    ``threads``: torch's intra-op threads while evaluating (restored afterwards); None keeps
+    the current count (all cores by default).
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class MetricEvaluator:
         postprocess: Callable[[Any, Any], tuple[Any, Any]] | None = None,
         iteration: int = -1,
         higher_is_better: bool = True,
+        threads: int | None = None,
     ) -> None:
         if eval_func is None and (dataloader is None or metric is None):
             raise MetricError("evaluation needs eval_func, or an eval dataloader and a metric")
@@ -95,6 +100,7 @@ class MetricEvaluator:
         self.postprocess = postprocess
         self.iteration = iteration
         self.higher_is_better = higher_is_better
+        self.threads = threads
         self.seconds = 0.0
         self.reference: nn.Module | None = None
         self._reference_outputs: list[Any] = []
@@ -116,10 +122,13 @@ class MetricEvaluator:
         return self.evaluate(model, threshold)
 
     def evaluate(self, model: nn.Module, threshold: float | None = None) -> EvalOutcome:
-        start = time.perf_counter()
+        start, threads = time.perf_counter(), torch.get_num_threads()
         try:
+            if self.threads is not None:
+                torch.set_num_threads(self.threads)
             return self._evaluate(model, threshold)
         finally:
+            torch.set_num_threads(threads)
             self.seconds += time.perf_counter() - start
 
     def _evaluate(self, model: nn.Module, threshold: float | None) -> EvalOutcome:
@@ -205,7 +214,12 @@ def _check_inputs(inputs: Any, index: int) -> None:
 
 class LatencyBenchmark:
     """Latency of a model on fixed inputs: batch 1 and ``batch_size``; the objective is the
-    latency at ``batch_size``."""
+    latency at ``batch_size``. ``threads``: intra-op threads while timing.
+
+    :meth:`side_by_side` is the round after the search: the same ``iterations`` timed calls
+    per model and batch, split over up to ``ROUNDS`` interleaved rounds, ``warmup`` calls at
+    the start of each.
+    """
 
     def __init__(
         self,
@@ -245,3 +259,15 @@ class LatencyBenchmark:
 
     def latency(self, model: nn.Module) -> float:
         return self.measure(model)["latency_ms"]
+
+    def side_by_side(self, candidates: Sequence[Candidate]) -> dict[str, dict[int, list[float]]]:
+        """The candidates timed side by side (``search.ports.HasSideBySide``)."""
+        rounds, per_round = round_plan(self.iterations)
+        inputs = {1: self.inputs_1, self.batch_size: self.inputs_n}
+        start = time.perf_counter()
+        try:
+            return time_side_by_side(
+                candidates, inputs, call_model, rounds, self.warmup, per_round, self.threads
+            )
+        finally:
+            self.seconds += time.perf_counter() - start

@@ -1,4 +1,6 @@
-"""Latency timing of a model or function: a fixed thread count, warmup, median and p90.
+"""Latency timing of a model or function: a fixed thread count, warmup, median and p90; and
+the side-by-side round after the search (:func:`time_side_by_side`): several models timed in
+one process, interleaved, the order reversed each round (``inc_flow.search.speed``).
 
 Split off the accuracy rule (``inc_flow.search.accuracy``) so that the search imports no torch.
 """
@@ -8,11 +10,16 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from inc_flow.quant.ao import set_backend
+from inc_flow.search.speed import Candidate, interleave
+
+ROUNDS = 5  # rounds of the side-by-side round (fewer when fewer timed calls are configured)
 
 
 @dataclass(frozen=True)
@@ -70,3 +77,46 @@ def measure_latency(
     return LatencyResult(
         median_ms=statistics.median(ordered), p90_ms=p90, threads=used, iterations=iterations
     )
+
+
+def round_plan(iterations: int) -> tuple[int, int]:
+    """Rounds, and timed calls per round, for ``iterations`` timed calls per model and batch:
+    up to :data:`ROUNDS` rounds, the calls split among them (rounded up)."""
+    rounds = max(1, min(ROUNDS, iterations))
+    return rounds, math.ceil(iterations / rounds)
+
+
+def time_side_by_side(
+    candidates: Sequence[Candidate],
+    inputs: Mapping[int, Any],
+    call: Callable[[Any, Any], Any],
+    rounds: int,
+    warmup: int,
+    iterations: int,
+    threads: int | None,
+) -> dict[str, dict[int, list[float]]]:
+    """Each candidate timed ``rounds`` times at each batch size of ``inputs`` (batch -> inputs),
+    interleaved in this process, the order reversed each round; each timing is the median of
+    ``iterations`` calls of ``call(model, inputs)`` after ``warmup`` calls, on the candidate's
+    int8 backend. The quantized engine in use before is restored afterwards.
+
+    Returns:
+        candidate name -> batch -> one median (ms) per round.
+    """
+    engine = torch.backends.quantized.engine
+
+    def time_one(candidate: Candidate) -> dict[int, float]:
+        if candidate.backend:
+            set_backend(candidate.backend)
+        model = candidate.model
+        return {
+            batch: measure_latency(
+                lambda x: call(model, x), (x,), warmup, iterations, threads
+            ).median_ms
+            for batch, x in inputs.items()
+        }
+
+    try:
+        return interleave(candidates, rounds, time_one)
+    finally:
+        torch.backends.quantized.engine = engine

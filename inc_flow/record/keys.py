@@ -21,7 +21,10 @@ TAG_PHASE: Final = "inc_flow.phase"
 TAG_DUPLICATE_OF: Final = "inc_flow.duplicate_of"
 TAG_BEST_TRIAL: Final = "inc_flow.best_trial"
 TAG_STOP_REASON: Final = "inc_flow.stop_reason"
-TAG_SLOWER_THAN_FP32: Final = "inc_flow.slower_than_fp32"
+TAG_SLOWER_THAN_FP32: Final = "inc_flow.slower_than_fp32"  # median above fp32's (the round)
+TAG_FASTER_THAN_FP32: Final = "inc_flow.faster_than_fp32"  # in every round: may be champion
+TAG_SLOWER_AT_B1: Final = "inc_flow.slower_than_fp32_b1"  # the round's batch-1 medians
+TAG_SPEED_VERDICT: Final = "inc_flow.speed_verdict"  # "fp32 is faster at batch 64: ..."
 TAG_REGISTERED_MODEL: Final = "inc_flow.registered_model"
 TAG_REGISTERED_VERSION: Final = "inc_flow.registered_version"
 TAG_PARENT: Final = "mlflow.parentRunId"  # MLflow's own: nests a child run under its parent
@@ -85,7 +88,20 @@ METRIC_N_PRUNED: Final = "n_pruned"
 METRIC_N_ERRORS: Final = "n_errors"
 METRIC_N_DUPLICATES: Final = "n_duplicates"
 METRIC_TUNING_WALL_TIME: Final = "tuning_wall_time_s"
-METRIC_SPEEDUP: Final = "speedup"
+METRIC_SPEEDUP: Final = "speedup"  # the side-by-side round's median at the objective batch
+# The side-by-side round after the search (search.speed): median and spread over the rounds.
+METRIC_SPEEDUP_MIN: Final = "speedup_min"
+METRIC_SPEEDUP_MAX: Final = "speedup_max"
+METRIC_SPEEDUP_B1: Final = "speedup_b1"
+METRIC_SPEEDUP_B1_MIN: Final = "speedup_b1_min"
+METRIC_SPEEDUP_B1_MAX: Final = "speedup_b1_max"
+METRIC_ROUND_LATENCY_MS: Final = "round_latency_ms"  # the chosen plan, objective batch
+METRIC_ROUND_LATENCY_MS_B1: Final = "round_latency_ms_b1"
+METRIC_ROUND_FP32_LATENCY_MS: Final = "round_fp32_latency_ms"
+METRIC_ROUND_FP32_LATENCY_MS_B1: Final = "round_fp32_latency_ms_b1"
+METRIC_ROUND_BATCH: Final = "round_batch"  # the objective batch
+METRIC_ROUNDS: Final = "rounds"
+METRIC_FINALISTS: Final = "finalists"
 METRIC_MLFLOW_LOGGING: Final = "mlflow_logging_s"  # the logging time before the time split
 # Where the tuning time went (the api logs the first four through MlflowTracker.log_times).
 METRIC_TIME_CALIBRATION: Final = "time_calibration_s"
@@ -124,6 +140,7 @@ VERSION_ALIAS_REASON: Final = "alias_reason"
 # sha256 of the plan and the int8 weights (registry.content_digest); also a tag of the logged
 # model. A version with the same digest is never registered twice.
 VERSION_DIGEST: Final = "content_digest"
+VERSION_SPEED_VERDICT: Final = "speed_verdict"  # the side-by-side round's verdict vs fp32
 
 # --- limits and helpers --------------------------------------------------------------------
 MAX_KEY: Final = 250

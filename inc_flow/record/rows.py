@@ -155,7 +155,8 @@ _METRICS = (
     k.METRIC_N_PRUNED, k.METRIC_N_ERRORS, k.METRIC_N_DUPLICATES, k.METRIC_CALIBRATION_PASSES,
     k.METRIC_FP32_ACCURACY, k.METRIC_FP32_LATENCY_MS, k.best(k.METRIC_ACCURACY),
     k.best(k.METRIC_RELATIVE_DROP), k.best(k.METRIC_LATENCY_MS), k.best(k.METRIC_MODEL_SIZE),
-    k.METRIC_SPEEDUP,
+    k.METRIC_SPEEDUP, k.METRIC_SPEEDUP_MIN, k.METRIC_SPEEDUP_MAX, k.METRIC_SPEEDUP_B1,
+    k.METRIC_ROUND_BATCH,
 )  # fmt: skip
 
 
@@ -300,6 +301,8 @@ def study_summary(study: StudyRuns) -> dict[str, Any]:
         "best_plan": rows[best]["plan"] if best in rows else None,
         "stop_reason": _value(p, k.tag(k.TAG_STOP_REASON)),
         "slower_than_fp32": _value(p, k.tag(k.TAG_SLOWER_THAN_FP32)) == "True",
+        "faster_than_fp32": _value(p, k.tag(k.TAG_FASTER_THAN_FP32)) != "False",
+        "speed_verdict": _value(p, k.tag(k.TAG_SPEED_VERDICT)),
         "wall_time_s": _value(p, k.metric(k.METRIC_TUNING_WALL_TIME)),
         "registered": f"{name} v{version}" if name else None,
     }

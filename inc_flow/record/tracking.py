@@ -249,7 +249,9 @@ class MlflowTracker:
         text = "\n".join(statistics) + "\n"
         self.client.log_text(self.parent_id, text, k.ARTIFACT_STATISTICS)
 
-    def publish(self, q_model: Any, result: TuneResult, fp32_model: Any, eval_source: str) -> Any:
+    def publish(
+        self, q_model: Any, result: TuneResult, fp32_model: Any, eval_source: str, **terms: Any
+    ) -> Any:
         """Log the best model on the parent run and register it (champion or challenger).
 
         Args:
@@ -258,6 +260,8 @@ class MlflowTracker:
             fp32_model: the fp32 model, for a factory when the config names none.
             eval_source: what the accuracy was measured on (compared before moving
                 ``champion``: only results on the same data and criterion compete).
+            terms: the speed verdict's terms for :func:`inc_flow.model.registry.register`
+                (``champion_allowed``, ``veto_reason``, ``beats_champion``, ...).
 
         Returns:
             The registered ModelVersion, or None when the model could not be registered.
@@ -299,7 +303,7 @@ class MlflowTracker:
             k.METRIC_ACCURACY: best.accuracy,
             k.METRIC_RELATIVE_DROP: best.relative_drop,
             k.METRIC_ABSOLUTE_DROP: best.absolute_drop,
-            k.METRIC_LATENCY_MS: best.latency_ms,
+            k.METRIC_LATENCY_MS: result.latency_ms,
         }
         if result.speedup is not None:
             metrics[k.METRIC_SPEEDUP] = result.speedup
@@ -313,11 +317,13 @@ class MlflowTracker:
                 k.VERSION_APPROACH: best.plan.approach,
                 k.VERSION_STUDY: result.study_name,
                 k.VERSION_RUN_ID: self.parent_id,
+                k.VERSION_SPEED_VERDICT: result.verdict[: k.MAX_VALUE],
             },
             eval_data=registry.fingerprint(eval_source),
             criterion=registry.canonical(crit.to_dict()),
             meets_target=best.passed,
             digest=digest,
+            **terms,
         )
         self.client.set_tag(self.parent_id, k.TAG_REGISTERED_MODEL, name)
         self.client.set_tag(self.parent_id, k.TAG_REGISTERED_VERSION, str(version.version))

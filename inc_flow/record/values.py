@@ -11,6 +11,7 @@ from typing import Any
 from inc_flow.record import keys as k
 from inc_flow.search.plan import Plan
 from inc_flow.search.records import StudyInfo, TrialRecord, TuneResult
+from inc_flow.search.speed import FP32
 
 
 def plan_params(plan: Plan) -> dict[str, str]:
@@ -96,14 +97,44 @@ def result_metrics(result: TuneResult) -> dict[str, float]:
     if result.best is not None:
         metrics.update({k.best(key): v for key, v in record_metrics(result.best).items()})
         metrics[k.METRIC_SPEEDUP] = result.speedup
+    metrics.update(round_metrics(result))
     return {key: float(v) for key, v in metrics.items() if v is not None}
 
 
+def round_metrics(result: TuneResult) -> dict[str, float]:
+    """The side-by-side round on the parent run: speed-up (median, min, max) at the objective
+    batch and at batch 1, the chosen plan's and fp32's median latencies."""
+    speed = result.speed
+    if speed is None:
+        return {}
+    n, chosen = speed.batch, speed.chosen
+    up, up1 = speed.speedup[n], speed.speedup[1]
+    return {
+        k.METRIC_SPEEDUP_MIN: up.low,
+        k.METRIC_SPEEDUP_MAX: up.high,
+        k.METRIC_SPEEDUP_B1: up1.median,
+        k.METRIC_SPEEDUP_B1_MIN: up1.low,
+        k.METRIC_SPEEDUP_B1_MAX: up1.high,
+        k.METRIC_ROUND_LATENCY_MS: speed.latency_of(chosen).median,
+        k.METRIC_ROUND_LATENCY_MS_B1: speed.latency_of(chosen, 1).median,
+        k.METRIC_ROUND_FP32_LATENCY_MS: speed.latency_of(FP32).median,
+        k.METRIC_ROUND_FP32_LATENCY_MS_B1: speed.latency_of(FP32, 1).median,
+        k.METRIC_ROUND_BATCH: float(n),
+        k.METRIC_ROUNDS: float(speed.rounds),
+        k.METRIC_FINALISTS: float(len(speed.finalists)),
+    }
+
+
 def result_tags(result: TuneResult) -> dict[str, str]:
-    """The parent run's outcome tags: best trial (when any), stop reason, slower than fp32."""
+    """The parent run's outcome tags: best trial (when any), stop reason, and the speed
+    verdict (faster than fp32 in every round, slower by median, slower at batch 1)."""
     tags = {}
     if result.best is not None:
         tags[k.TAG_BEST_TRIAL] = str(result.best.number)
+        tags[k.TAG_FASTER_THAN_FP32] = str(result.faster_than_fp32)
+        tags[k.TAG_SPEED_VERDICT] = result.verdict[: k.MAX_VALUE]
+    if result.speed is not None:
+        tags[k.TAG_SLOWER_AT_B1] = str(result.speed.slower_at_b1)
     tags[k.TAG_STOP_REASON] = result.stop_reason
     tags[k.TAG_SLOWER_THAN_FP32] = str(result.slower_than_fp32)
     return tags
@@ -129,5 +160,6 @@ __all__ = [
     "record_metrics",
     "result_metrics",
     "result_tags",
+    "round_metrics",
     "study_params",
 ]

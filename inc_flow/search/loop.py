@@ -4,7 +4,9 @@
 sampler proposes), has the engine build it, evaluates it with the accuracy target as
 early-rejection threshold, measures its latency and tells Optuna: the objective as value, the
 accuracy shortfall as constraint (> 0 misses). A plan already evaluated in the study is never
-evaluated again: its stored outcome is told again. Imports optuna; never mlflow or torch.
+evaluated again: its stored outcome is told again. At the end the best passing plans are
+timed again side by side with fp32 (``search.final``), which picks the plan and gives the
+speed verdict. Imports optuna; never mlflow or torch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from optuna.trial import TrialState as OptunaState
 from inc_flow.errors import DataError, IncFlowError, MetricError, PlanError, StudyError
 from inc_flow.search import storage as st
 from inc_flow.search.accuracy import check_baseline, degenerate, shortfall
+from inc_flow.search.final import Rivals, final_round
 from inc_flow.search.history import History
 from inc_flow.search.ports import (
     Benchmark,
@@ -73,6 +76,7 @@ def tune(
     settings: TuneSettings,
     space: SearchSpace | None = None,
     tracker: Tracker | None = None,
+    rivals: Rivals | None = None,
 ) -> TuneResult:
     """Search for the best plan meeting the accuracy target (see the module docstring).
 
@@ -83,17 +87,19 @@ def tune(
         settings: the study settings.
         space: the search space; default: every op of ``engine.ops()`` int8 or fp32.
         tracker: receives the study, each trial and the result; default LoggingTracker.
+        rivals: more models for the side-by-side round after the search (the registry's
+            ``@champion``; see ``search.final``).
 
     Returns:
         A TuneResult; ``best`` is None when no plan met the target.
     """
-    return _Tuning(engine, evaluator, benchmark, settings, space, tracker).run()
+    return _Tuning(engine, evaluator, benchmark, settings, space, tracker, rivals).run()
 
 
 class _Tuning:
     """State of one ``tune`` call."""
 
-    def __init__(self, engine, evaluator, benchmark, settings, space, tracker) -> None:  # see tune
+    def __init__(self, engine, evaluator, benchmark, settings, space, tracker, rivals) -> None:
         self.start = time.perf_counter()
         self.engine, self.evaluator, self.benchmark = engine, evaluator, benchmark
         self.settings = s = settings
@@ -109,6 +115,7 @@ class _Tuning:
                 f"must match `settings` (approach={s.approach!r}, backends={s.backends})"
             )
         self.tracker = tracker if tracker is not None else LoggingTracker()
+        self.rivals = rivals
         self.multi = s.multi_objective
         self.first_pass_wins = s.timeout == 0 and not self.multi  # INC's exit policy
         self.storage_name = s.storage if s.storage == MEMORY_STORAGE else s.storage_url()
@@ -315,12 +322,10 @@ class _Tuning:
             return
         self.history.add(record)
         best = None if self.best_number is None else self.history.records[self.best_number]
-        if record.passed and (best is None or self._rank(record) < self._rank(best)):
+        rank = self.settings
+        if record.passed and (best is None or rank_key(record, rank) < rank_key(best, rank)):
             self.best_model, self.best_number = model, record.number
         self.tracker.trial_finished(record)
-
-    def _rank(self, record: TrialRecord) -> tuple[float, int]:
-        return rank_key(record, self.settings)
 
     def _tell(
         self, trial: optuna.Trial | int, values: list[float] | None, state: OptunaState
@@ -339,11 +344,10 @@ class _Tuning:
         n_trials = self.history.sync()
         records = self.history.ordered()
         passed = [r for r in records if r.passed]
-        best = None
-        if passed:
-            best = passed[0] if self.first_pass_wins else min(passed, key=self._rank)
-            if best.number != self.best_number:  # found by an earlier run or another worker
-                self.best_model = self.engine.build(best.plan)
+        built = {} if self.best_number is None else {self.best_number: self.best_model}
+        s, latency = self.settings, self.baseline_latency
+        final = final_round(self.engine, self.benchmark, s, passed, built, latency, self.rivals)
+        best = final.best
         pareto: tuple[TrialRecord, ...] = ()
         if self.multi:
             front = {t.number for t in self.study.best_trials}
@@ -356,23 +360,19 @@ class _Tuning:
                     f"no plan met the accuracy target {self.required:.4f}; closest: trial "
                     f"{closest.number} ({closest.plan.summary()}): {closest.failure_reason}"
                 )
-        slower = bool(best and best.latency_ms and best.latency_ms > self.baseline_latency)
-        if slower:
-            self._warn(
-                f"the best int8 plan (trial {best.number}, {best.latency_ms:.3f} ms) is slower "
-                f"than fp32 ({self.baseline_latency:.3f} ms); the fp32 model may be preferable"
-            )
+        for text in final.warnings:
+            self._warn(text)
         if not self.checked:
             self._warn("performance_only: accuracy was not checked; the default plan was used")
         result = TuneResult(
             best=best,
-            best_model=self.best_model if best is not None else None,
+            best_model=final.model,
             baseline_accuracy=self.baseline,
             baseline_latency_ms=self.baseline_latency,
             required_accuracy=self.required,
             records=records,
             pareto=pareto,
-            slower_than_fp32=slower,
+            slower_than_fp32=final.slower_than_fp32,
             closest=closest,
             closest_miss=miss,
             n_trials=n_trials,
@@ -384,6 +384,9 @@ class _Tuning:
             accuracy_checked=self.checked,
             stale_trials=stale,
             warnings=tuple(self.warnings),
+            faster_than_fp32=final.faster_than_fp32,
+            verdict=final.verdict,
+            speed=final.speed,
         )
         self.tracker.study_finished(result)
         return result

@@ -4,17 +4,19 @@ Required: an ``Engine`` (plan -> model), an ``Evaluator`` (model -> metric, with
 rejection), a ``Benchmark`` (model -> latency) and a ``Tracker`` (study events; the log and
 MLflow implement one). Optional, each one method, checked with ``isinstance`` (the Protocols
 are runtime-checkable) by the helpers at the bottom, the only places that call them:
-``HasStatistics`` (an engine's op statistics), ``HasMeasure`` (a benchmark's full figures)
-and ``HasTrialStarted`` (a tracker told when a trial starts).
+``HasStatistics`` (an engine's op statistics), ``HasMeasure`` (a benchmark's full figures),
+``HasSideBySide`` (a benchmark's side-by-side round after the search) and ``HasTrialStarted``
+(a tracker told when a trial starts).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from inc_flow.search.plan import Plan
 from inc_flow.search.records import EvalOutcome, StudyInfo, TrialRecord, TuneResult
+from inc_flow.search.speed import Candidate, Samples
 
 
 class Engine(Protocol):
@@ -78,6 +80,18 @@ class HasMeasure(Protocol):
     among them (latency per batch size, throughput)."""
 
     def measure(self, model: Any) -> Mapping[str, float]: ...
+
+
+@runtime_checkable
+class HasSideBySide(Protocol):
+    """Optional for a ``Benchmark``: the side-by-side round (``search.speed``). Times every
+    candidate in every round, interleaved in one process, the order reversed each round;
+    returns, per candidate name, batch 1 and ``batch_size`` (the objective batch), one
+    latency (ms) per round."""
+
+    batch_size: int
+
+    def side_by_side(self, candidates: Sequence[Candidate]) -> Samples: ...
 
 
 @runtime_checkable

@@ -8,6 +8,7 @@ import logging
 from inc_flow.search.plan import Plan
 from inc_flow.search.ports import Tracker, trial_started
 from inc_flow.search.records import StudyInfo, TrialRecord, TuneResult
+from inc_flow.search.speed import FP32
 
 logger = logging.getLogger("inc_flow")
 
@@ -65,15 +66,13 @@ class LoggingTracker:
     def study_finished(self, result: TuneResult) -> None:
         best = result.best
         logger.info(
-            "tuning done (%s): fp32 accuracy %s, int8 accuracy %s, fp32 %.3f ms, int8 %s ms, "
-            "speed-up %s; %d trials (%d duplicates, %d pruned, %d errors) in %.1f s; "
+            "tuning done (%s): fp32 accuracy %s, int8 accuracy %s, %s; "
+            "%d trials (%d duplicates, %d pruned, %d errors) in %.1f s; "
             "%d calibration passes; %d eval samples saved",
             result.stop_reason,
             _fmt(result.baseline_accuracy),
             _fmt(best.accuracy if best else None),
-            result.baseline_latency_ms,
-            _fmt(best.latency_ms if best else None, ".3f"),
-            _fmt(result.speedup, ".2f"),
+            _speed(result),
             result.n_trials,
             result.n_duplicates,
             result.n_pruned,
@@ -82,6 +81,24 @@ class LoggingTracker:
             result.calibration_passes,
             result.eval_samples_saved,
         )
+
+
+def _speed(result: TuneResult) -> str:
+    """Latencies and speed-up: the side-by-side round's (median, min-max), else the trials'."""
+    speed = result.speed
+    if speed is None:
+        return (
+            f"fp32 {result.baseline_latency_ms:.3f} ms, int8 {_fmt(result.latency_ms, '.3f')} "
+            f"ms, speed-up {_fmt(result.speedup, '.2f')}"
+        )
+    parts = []
+    for batch in sorted({speed.batch, 1}, reverse=True):
+        fp32, int8 = speed.latency_of(FP32, batch), speed.latency_of(speed.chosen, batch)
+        parts.append(
+            f"batch {batch}: fp32 {fp32.text()} ms, int8 {int8.text()} ms, speed-up "
+            f"{speed.speedup[batch].text('.2f', 'x')}"
+        )
+    return f"side by side ({speed.rounds} rounds, {speed.chosen}) " + "; ".join(parts)
 
 
 class MultiTracker:

@@ -15,6 +15,7 @@ from typing import Any
 from inc_flow.search.accuracy import absolute_drop, relative_drop, shortfall
 from inc_flow.search.plan import Plan
 from inc_flow.search.settings import TuneSettings
+from inc_flow.search.speed import FP32, SpeedVerdict
 from inc_flow.vocab import Objective, TrialState
 
 
@@ -139,7 +140,14 @@ class TuneResult:
     completed (else pruned) trial nearest the target and ``closest_miss`` its shortfall.
     ``n_trials`` counts every finished trial of the study (earlier runs and stale ones too);
     ``pareto`` is the feasible Pareto front (accuracy x latency) of a multi_objective study.
-    ``stop_reason``: target met, max_trials, timeout, space exhausted or performance_only."""
+    ``stop_reason``: target met, max_trials, timeout, space exhausted or performance_only.
+
+    Speed: ``speed`` is the side-by-side round after the search (None when it did not run:
+    nothing passed, a worker, or a benchmark without one); ``best`` is then the plan it
+    chose. ``faster_than_fp32``: ``best`` beats fp32 at the objective batch in every round
+    (``search.speed``; without a round: its trial's latency is below the baseline's);
+    ``verdict`` says so in one line ("fp32 is faster at batch 64: ..." when it does not).
+    A model not faster than fp32 is never made ``@champion``."""
 
     best: TrialRecord | None
     best_model: Any
@@ -160,6 +168,9 @@ class TuneResult:
     accuracy_checked: bool = True
     stale_trials: tuple[int, ...] = ()
     warnings: tuple[str, ...] = ()
+    faster_than_fp32: bool = False
+    verdict: str = ""
+    speed: SpeedVerdict | None = None
 
     def _count(self, state: str) -> int:
         return sum(r.state == state for r in self.records)
@@ -182,10 +193,28 @@ class TuneResult:
 
     @property
     def speedup(self) -> float | None:
-        """fp32 latency / best latency."""
+        """fp32 latency / best latency at the objective batch: the round's median of the
+        per-round ratios, else the baseline over the best trial's latency."""
+        if self.speed is not None:
+            return self.speed.speedup[self.speed.batch].median
         if self.best is None or not self.best.latency_ms:
             return None
         return self.baseline_latency_ms / self.best.latency_ms
+
+    @property
+    def fp32_latency_ms(self) -> float:
+        """fp32's latency at the objective batch: the round's median, else the study's."""
+        if self.speed is not None:
+            return self.speed.latency_of(FP32).median
+        return self.baseline_latency_ms
+
+    @property
+    def latency_ms(self) -> float | None:
+        """The best plan's latency at the objective batch: the round's median, else its
+        trial's reading."""
+        if self.speed is not None:
+            return self.speed.latency_of(self.speed.chosen).median
+        return self.best.latency_ms if self.best is not None else None
 
 
 def closest_miss(
@@ -211,12 +240,20 @@ def objective_values(record: TrialRecord, settings: TuneSettings) -> list[float]
     return [record.latency_ms]
 
 
+def latency_ranked(settings: TuneSettings) -> bool:
+    """Whether passing plans are ranked by latency (else by accuracy or model size)."""
+    if settings.multi_objective:
+        return True
+    if settings.objective == Objective.ACCURACY and settings.checked:
+        return False
+    return settings.objective != Objective.MODELSIZE
+
+
 def rank_key(record: TrialRecord, settings: TuneSettings) -> tuple[float, int]:
     """Sort key of passing records under ``settings``, best first."""
-    multi = settings.multi_objective
-    if settings.objective == Objective.ACCURACY and settings.checked and not multi:
-        acc = record.accuracy
-        return (-acc if settings.higher_is_better else acc, record.number)
-    if settings.objective == Objective.MODELSIZE and not multi:
+    if latency_ranked(settings):
+        return (record.latency_ms, record.number)
+    if settings.objective == Objective.MODELSIZE:
         return (record.model_size, record.number)
-    return (record.latency_ms, record.number)
+    acc = record.accuracy
+    return (-acc if settings.higher_is_better else acc, record.number)

@@ -43,6 +43,8 @@ class TuneSettings:
     approach: str = Approach.STATIC.value
     backends: tuple[str, ...] = (Backend.X86.value,)
     new_trials: bool = True  # False: read the study, run no trial (``inc-flow finalize``)
+    finalists: int = 3  # passing plans re-timed beside fp32 after the search (``search.speed``)
+    final_round: bool = True  # False: no side-by-side round (a worker: it publishes nothing)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -54,6 +56,9 @@ class TuneSettings:
                 raise StudyError(f"`{name}` must be one of {list(allowed)}, got {name}={value!r}")
         if not self.backends or any(b not in BACKENDS for b in self.backends):
             raise StudyError(f"`backends` must be a non-empty subset of {list(BACKENDS)}")
+        finalists = self.finalists
+        if isinstance(finalists, bool) or not isinstance(finalists, int) or finalists < 1:
+            raise StudyError(f"`finalists` must be an int >= 1, got finalists={finalists!r}")
         if self.timeout < 0 or self.max_trials < 1 or not self.study_name:
             raise StudyError(
                 "`timeout` must be >= 0, `max_trials` >= 1 and `study_name` non-empty, got "

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from tests.toys import SLEEP_BATCH
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 _TEMPLATES: dict[str, Path] = {}
@@ -53,14 +55,23 @@ def sleepy_config(tmp: Path, study: str, max_trials: int, experiment: str) -> Pa
 
     ``timeout`` > 0, so tuning goes on after the first passing plan until ``max_trials``;
     ``absolute: 1.0`` makes every completed plan pass (the scores are not under test).
+    Calibration and evaluation run on batches of ``SLEEP_BATCH`` (8), where the model sleeps:
+    7 evaluation batches per trial, 1 per calibration. Latency is timed at batch 1 and 64,
+    where it does not, and where TinyNet's int8 model is faster than fp32 (so the best plan
+    may be ``@champion``).
     """
-    dummy = {"batch_size": 8, "dataset": {"dummy": {"shape": [8, 1, 20, 20]}}}
+    dummy = {"batch_size": SLEEP_BATCH, "dataset": {"dummy": {"shape": [8, 1, 20, 20]}}}
+    evaluation = {"batch_size": SLEEP_BATCH, "dataset": {"dummy": {"shape": [56, 1, 20, 20]}}}
     conf = {
         "model": {"name": "sleepy", "factory": "tests.toys:sleepy_net"},
         "quantization": {"calibration": {"sampling_size": 8, "dataloader": dummy}},
         "evaluation": {
-            "accuracy": {"metric": {"topk": 1}, "iteration": 2, "dataloader": dummy},
-            "performance": {"warmup": 1, "iteration": 2, "dataloader": dummy},
+            "accuracy": {"metric": {"topk": 1}, "iteration": 7, "dataloader": evaluation},
+            "performance": {
+                "warmup": 1,
+                "iteration": 10,
+                "dataloader": {**dummy, "batch_size": 64},
+            },
         },
         "tuning": {
             "accuracy_criterion": {"absolute": 1.0},
