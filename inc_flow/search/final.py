@@ -50,6 +50,7 @@ def final_round(
     built: Mapping[int, Any],
     baseline_ms: float,
     rivals: Rivals | None = None,
+    kept: tuple[int, frozenset[int]] | None = None,
 ) -> Final:
     """The chosen plan among ``passed`` and its verdict.
 
@@ -61,10 +62,15 @@ def final_round(
         built: models already built, by trial number.
         baseline_ms: fp32's latency at the start of the study (used without a round).
         rivals: more candidates for the round (the registry's champion).
+        kept: an earlier round's pick and the passing trials it chose among. When those are
+            still the passing trials (a rerun of a finished study), the pick is kept: timing
+            noise between near-equal plans must not change the answer (or the registry).
     """
     if not passed:
         return Final()
     ranked = sorted(passed, key=lambda r: rank_key(r, settings))[: settings.finalists]
+    if kept is not None and kept[1] == {r.number for r in passed}:
+        ranked = [r for r in ranked if r.number == kept[0]] or ranked
     notes: list[str] = []
     if settings.final_round and isinstance(benchmark, HasSideBySide):
         finalists = []

@@ -346,7 +346,10 @@ class _Tuning:
         passed = [r for r in records if r.passed]
         built = {} if self.best_number is None else {self.best_number: self.best_model}
         s, latency = self.settings, self.baseline_latency
-        final = final_round(self.engine, self.benchmark, s, passed, built, latency, self.rivals)
+        kept, rivals = st.final_choice(self.study), self.rivals
+        final = final_round(self.engine, self.benchmark, s, passed, built, latency, rivals, kept)
+        if final.speed is not None and final.best is not None:
+            st.set_final_choice(self.study, final.best.number, [r.number for r in passed])
         best = final.best
         pareto: tuple[TrialRecord, ...] = ()
         if self.multi:

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ RECORD_ATTR, PHASE_ATTR, WORKER_ATTR = "inc_flow.record", "inc_flow.phase", "inc
 BASELINE_ATTR, SENSITIVITY_ATTR = "inc_flow.baseline", "inc_flow.sensitivity"
 SPACE_ATTR = "inc_flow.space"
 PARENT_ATTR = "inc_flow.parent_run"  # the MLflow parent run of the study
+CHOICE_ATTR = "inc_flow.final_choice"  # the side-by-side round's pick and its candidates
 # RDB heartbeat (server databases: PostgreSQL, MySQL): seconds between beats of a running
 # trial, and seconds without a beat after which another worker fails and retries it.
 HEARTBEAT_ENV, GRACE_ENV = "INC_FLOW_HEARTBEAT_S", "INC_FLOW_GRACE_S"
@@ -291,6 +292,16 @@ def stored_sensitivity(study: optuna.Study) -> dict[str, float] | None:
 
 def set_sensitivity(study: optuna.Study, scores: Mapping[str, float]) -> None:
     study.set_user_attr(SENSITIVITY_ATTR, dict(scores))
+
+
+def final_choice(study: optuna.Study) -> tuple[int, frozenset[int]] | None:
+    """The plan the last side-by-side round chose, and the passing trials it chose among."""
+    value = study.user_attrs.get(CHOICE_ATTR)
+    return None if not value else (int(value["chosen"]), frozenset(value["passed"]))
+
+
+def set_final_choice(study: optuna.Study, chosen: int, passed: Sequence[int]) -> None:
+    study.set_user_attr(CHOICE_ATTR, {"chosen": int(chosen), "passed": sorted(passed)})
 
 
 def claim_parent_run(
