@@ -4,6 +4,7 @@ no timed assertion): the interleaving order, the choice of plan, the never-slowe
 from __future__ import annotations
 
 import logging
+import statistics
 
 import pytest
 
@@ -122,16 +123,21 @@ CANDIDATES = [Candidate("fp32", None, FP32), Candidate("trial 0", None, trial=0)
         ([4.0, 8.0, 4.1], [2.0, 6.0, 2.1], True, "int8 (trial 0) is faster than fp32"),
         # medians 4.1 vs 2.1, but in round 3 int8 (4.3) was slower than fp32 (4.1)
         ([4.0, 4.2, 4.1], [2.0, 2.1, 4.3], False, "int8 (trial 0) is not faster than fp32 in "
-         "every round at batch 8"),
+         "enough rounds at batch 8"),
         ([4.0, 4.2, 4.1], [4.1, 4.2, 4.3], False, "fp32 is faster at batch 8"),
+        # 5 rounds: one load spike on the int8 side of round 4 does not decide
+        ([4.0, 4.2, 4.1, 4.0, 4.1], [2.0, 2.1, 2.0, 9.0, 2.1], True, "int8 (trial 0) is faster"),
+        # 5 rounds, two lost: not enough
+        ([4.0, 4.2, 4.1, 4.0, 4.1], [2.0, 9.1, 2.0, 9.0, 2.1], False, "int8 (trial 0) is not "
+         "faster than fp32 in enough rounds"),
     ],
 )  # fmt: skip
-def test_faster_means_faster_in_every_round(fp32, int8, faster, start) -> None:
+def test_faster_means_faster_in_every_round_but_one_spike(fp32, int8, faster, start) -> None:
     verdict = judge(_samples(fp32, int8), CANDIDATES, batch=8)
     assert verdict.faster_than_fp32 is faster and verdict.text.startswith(start)
     assert verdict.latency_of("trial 0") == Spread.of(int8)
     ratios = sorted(f / i for f, i in zip(fp32, int8, strict=True))
-    assert verdict.speedup[8] == Spread(ratios[1], ratios[0], ratios[2])
+    assert verdict.speedup[8] == Spread(statistics.median(ratios), ratios[0], ratios[-1])
 
 
 def test_other_objectives_keep_their_choice_and_get_a_verdict() -> None:
@@ -157,7 +163,7 @@ def test_the_champion_is_timed_in_the_round() -> None:
     assert bench.candidates[-1] == rival and bench.calls.count("champion v3") == bench.rounds
     speed = result.speed
     assert result.faster_than_fp32 and speed.beats_champion is False
-    assert "is not faster in every round than the champion v3" in speed.champion_text
+    assert "is not faster in enough rounds than the champion v3" in speed.champion_text
     terms = alias_terms(result)
     assert terms["champion_allowed"] is True and terms["beats_champion"] is False
     assert terms["champion_reason"] == speed.champion_text

@@ -127,7 +127,7 @@ def round_metrics(result: TuneResult) -> dict[str, float]:
 
 def result_tags(result: TuneResult) -> dict[str, str]:
     """The parent run's outcome tags: best trial (when any), stop reason, and the speed
-    verdict (faster than fp32 in every round, slower by median, slower at batch 1)."""
+    verdict (faster than fp32 in enough rounds, slower by median, slower at batch 1)."""
     tags = {}
     if result.best is not None:
         tags[k.TAG_BEST_TRIAL] = str(result.best.number)

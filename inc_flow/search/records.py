@@ -144,7 +144,7 @@ class TuneResult:
 
     Speed: ``speed`` is the side-by-side round after the search (None when it did not run:
     nothing passed, a worker, or a benchmark without one); ``best`` is then the plan it
-    chose. ``faster_than_fp32``: ``best`` beats fp32 at the objective batch in every round
+    chose. ``faster_than_fp32``: ``best`` beats fp32 at the objective batch in the round
     (``search.speed``; without a round: its trial's latency is below the baseline's);
     ``verdict`` says so in one line ("fp32 is faster at batch 64: ..." when it does not).
     A model not faster than fp32 is never made ``@champion``."""
