@@ -1,8 +1,8 @@
 """Check a tuned model against what the tuner reported, independently of the tuner.
 
 Loads the fp32 model from the config's factory and the int8 model from the output directory
-with ``inc_flow.load``, scores both with a plain ``argmax`` over the config's whole eval set
-(no inc_flow metric code), and times them side by side in this one process: 1 thread,
+with ``inc_flow.load``, scores both with a plain ``argmax`` over the config's eval set (its
+``iteration`` batches; no inc_flow metric code), and times them side by side in this one process: 1 thread,
 interleaved, the order reversed every round, at batch 1 and at the performance batch size.
 Prints the tuner's numbers (``best_configure.yaml``'s ``info``) beside the independent ones.
 
@@ -30,11 +30,14 @@ from inc_flow.data import build_dataloader, split_batch  # noqa: E402
 from inc_flow.model.factory import build_model  # noqa: E402
 
 
-def argmax_top1(model: torch.nn.Module, loader) -> tuple[float, int]:
-    """Top-1 as a deployed model scores it: ``argmax`` (first maximal index) == label."""
+def argmax_top1(model: torch.nn.Module, loader, batches: int = -1) -> tuple[float, int]:
+    """Top-1 as a deployed model scores it: ``argmax`` (first maximal index) == label, over
+    the first ``batches`` batches (INC's ``evaluation.accuracy.iteration``; -1: all)."""
     right = total = 0
     with torch.inference_mode():
-        for batch in loader:
+        for i, batch in enumerate(loader):
+            if i == batches:
+                break
             x, y = split_batch(batch)
             logits = model(x)
             right += int((logits.argmax(dim=1) == y).sum())
@@ -81,12 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     fp32 = build_model(cfg.model.factory, cfg.model.weights).eval()
     int8 = inc_flow.load(args.output, copy.deepcopy(fp32)).eval()
     loader = build_dataloader(cfg.evaluation.accuracy.dataloader)
-    acc32, n = argmax_top1(fp32, loader)
-    acc8, _ = argmax_top1(int8, loader)
+    batches = cfg.evaluation.accuracy.iteration
+    acc32, n = argmax_top1(fp32, loader, batches)
+    acc8, _ = argmax_top1(int8, loader, batches)
     info = yaml.safe_load((Path(args.output) / "best_configure.yaml").read_text()).get("info", {})
 
     print(f"{args.config} -> {args.output}: {n} eval samples")
-    print("| | tuner reported | independent (argmax, whole eval set) |")
+    print("| | tuner reported | independent (argmax, same eval set) |")
     print("|---|---|---|")
     print(f"| fp32 top-1 | {info.get('baseline_accuracy')} | {acc32:.4f} |")
     print(f"| int8 top-1 | {info.get('accuracy')} | {acc8:.4f} |")
