@@ -2,8 +2,9 @@
 
 Loads the fp32 model from the config's factory and the int8 model from the output directory
 with ``inc_flow.load``, scores both with a plain ``argmax`` over the config's eval set (its
-``iteration`` batches; no inc_flow metric code), and times them side by side in this one process: 1 thread,
-interleaved, the order reversed every round, at batch 1 and at the performance batch size.
+``iteration`` batches; no inc_flow metric code), and times them side by side in this one
+process: 1 thread, interleaved, the order reversed every round, at batch 1 and at the
+performance batch size.
 Prints the tuner's numbers (``best_configure.yaml``'s ``info``) beside the independent ones.
 
     python benchmarks/verify_saved.py conf/lenet_static.yaml outputs/lenet
