@@ -43,7 +43,14 @@ for path in (ROOT, ROOT / "benchmarks"):  # `python benchmarks/bench_models.py` 
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from bench_tuning import NOISE_NOTE, Row, measure_rows, quiet, trial_lines  # noqa: E402
+from bench_tuning import (  # noqa: E402
+    NOISE_NOTE,
+    Row,
+    measure_rows,
+    quiet,
+    trial_lines,
+    tuner_round,
+)
 
 from inc_flow.api import Outcome, quantize  # noqa: E402
 from inc_flow.config.sections import Config  # noqa: E402
@@ -100,6 +107,7 @@ class Result:
     batch: int | None = None
     rows: tuple[Row, ...] = ()
     log: tuple[str, ...] = ()
+    tuner: str = "-"  # the tuner's own side-by-side round (bench_tuning.tuner_round)
 
 
 def _config(subject: Subject, args: argparse.Namespace) -> Config:
@@ -167,6 +175,7 @@ def bench(subject: Subject, args: argparse.Namespace) -> Result:
     r = outcome.result
     result.fp32, result.trials, result.wall_s = r.baseline_accuracy, r.n_trials, r.wall_time_s
     result.all_int8 = _all_int8(outcome)
+    result.tuner = tuner_round(outcome)
     # every SUBJECTS config states a relative target
     result.log = tuple(trial_lines(subject.name, cfg.tuning.accuracy_criterion.relative, outcome))
     print("\n".join(result.log), flush=True)
@@ -204,19 +213,24 @@ def _num(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _spread(speedup: Any) -> str:
+    """fp32 / int8 per round: median (min-max), never a ratio of two medians."""
+    return "-" if speedup is None else speedup.text(".2f", "x")
+
+
 def table(results: list[Result]) -> list[str]:
     lines = [
         "| model | approach | metric (eval samples) | fp32 | all-int8 | tuned int8 | drop "
         "| fp32 fallbacks | trials | tuning wall time | fp32 latency b1 / bN "
-        "| int8 latency b1 / bN | speed-up b1 | speed-up bN |",
-        "|" + "---|" * 14,
+        "| int8 latency b1 / bN | speed-up b1 | speed-up bN | the tuner's round |",
+        "|" + "---|" * 15,
     ]
     for r in results:
         if not r.rows:
             lines.append(
                 f"| {r.subject.name} | {r.approach} | {r.metric} | {_num(r.fp32)} | {r.all_int8} "
                 f"| - | - | {r.skipped} | {r.trials or '-'} | {_num(r.wall_s, '.1f')} "
-                "| - | - | - | - |"
+                f"| - | - | - | - | {r.tuner} |"
             )
             continue
         fp32, int8 = r.rows
@@ -228,8 +242,7 @@ def table(results: list[Result]) -> list[str]:
             f"| {r.fallbacks} (of {r.n_ops}) | {r.trials} | {r.wall_s:.1f} s "
             f"| {fp32.latency_b1:.3f} / {fp32.latency_bn:.2f} ms (b{r.batch}) "
             f"| {int8.latency_b1:.3f} / {int8.latency_bn:.2f} ms "
-            f"| {fp32.latency_b1 / int8.latency_b1:.2f}x "
-            f"| {fp32.latency_bn / int8.latency_bn:.2f}x |"
+            f"| {_spread(int8.speedup_b1)} | {_spread(int8.speedup_bn)} | {r.tuner} |"
         )
     return lines
 
@@ -244,7 +257,10 @@ def header(args: argparse.Namespace) -> list[str]:
         "as `inc-flow tune` runs it; the metric and its eval set are the config's. "
         "all-int8 = the first trial, every op int8 (a `rejected at` count means exact early "
         "rejection stopped it once the target was out of reach); drop is relative to fp32; "
-        "tuning wall time is `TuneResult.wall_time_s` (fp32 baseline + trials).",
+        "tuning wall time is `TuneResult.wall_time_s` (fp32 baseline + trials). Speed-ups "
+        "are fp32 / int8 per interleaved round: median (min-max). The tuner's round is "
+        "`TuneResult.speed`, the side-by-side round that chose the model and its alias "
+        "(speed-up at bN, at b1; 'not champion' when int8 lost to fp32).",
         "",
         NOISE_NOTE,
         "",

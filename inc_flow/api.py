@@ -30,6 +30,7 @@ from torch import nn
 from inc_flow.assemble import assemble, stage, unwrap
 from inc_flow.config.sections import Config
 from inc_flow.errors import ConfigError
+from inc_flow.logs import default_handler
 from inc_flow.model.output import QuantizedModel
 from inc_flow.publish import champion_rivals, log_outcome, publish, recording
 from inc_flow.scaleout import as_role
@@ -96,6 +97,7 @@ def quantize(
     Returns:
         An :class:`Outcome`; ``outcome.q_model`` is None when no plan met the target.
     """
+    default_handler()  # INC's default: trial lines on stderr unless logging is configured
     cfg = as_config(conf)
     role = as_role(role)
     parts = assemble(
