@@ -132,24 +132,28 @@ def data_print(
     loader: Iterable[Any],
     limit_samples: int | None = None,
     limit_batches: int | None = None,
-    check: str | None = None,
+    name: str = "the data",
+    check: bool = False,
 ) -> DataPrint:
     """Fingerprint the batches of ``loader`` read from the start until ``limit_samples``
     samples or ``limit_batches`` batches (None: all).
 
-    Args:
-        check: the data's name for the error message; when set, a batch with NaN or inf
-            inputs is a ``DataError`` naming it and the batch index.
+    Raises:
+        DataError: naming ``name`` and the batch index: a batch that is not ``(inputs,
+            label)``, and with ``check`` a batch with NaN or inf inputs.
     """
     digests: list[bytes] = []
     samples = batches = 0
     for index, batch in enumerate(loader):
-        inputs, _ = split_batch(batch)
-        if check is not None:
+        try:
+            inputs, _ = split_batch(batch)
+        except DataError as e:
+            raise DataError(f"{name}: batch {index}: {e}") from e
+        if check:
             nan, inf, size = non_finite(inputs)
             if nan or inf:
                 raise DataError(
-                    f"{check}: batch {index} has non-finite inputs: {nan} NaN and {inf} inf "
+                    f"{name}: batch {index} has non-finite inputs: {nan} NaN and {inf} inf "
                     f"of {size} values; observers calibrated on them give meaningless ranges, "
                     "so clean or filter the calibration data"
                 )
@@ -197,7 +201,7 @@ def inputs(
     used = sampling_size
     calib = NOT_USED
     if static and calib_loader is not None:
-        seen = data_print(calib_loader, limit_samples=sampling_size, check="calibration data")
+        seen = data_print(calib_loader, sampling_size, name="calibration data", check=True)
         used, calib = seen.samples, f"{seen.text()}; sampling_size {sampling_size}"
     if evaluator is None:
         data, metric = "not evaluated (performance_only)", NOT_USED
@@ -206,7 +210,9 @@ def inputs(
         iteration = getattr(evaluator, "iteration", -1)
         batches = iteration if iteration is not None and iteration > 0 else None
         loader = evaluator.dataloader if eval_func is None else eval_loader
-        data = data_print(loader, limit_batches=batches).text() if loader is not None else ""
+        data = ""
+        if loader is not None:
+            data = data_print(loader, None, batches, "eval data").text()
         if eval_func is not None:
             data = f"eval_func {qualname(eval_func)}" + (f"; loader {data}" if data else "")
             metric = f"inside eval_func {qualname(eval_func)}"
