@@ -3,7 +3,8 @@ space, :class:`~inc_flow.search.records.TuneSettings` and study name (no MLflow,
 
 :func:`assemble` builds what every approach shares (INC's priority: ``eval_func`` >
 ``eval_dataloader`` + metric > yaml ``evaluation.accuracy``); :func:`stage` adds the engine,
-space and settings of one approach.
+space and settings of one approach. The study fingerprint (:mod:`inc_flow.fingerprint`) is
+computed here: its shared parts in :func:`assemble`, one approach's in :func:`stage`.
 """
 
 from __future__ import annotations
@@ -291,7 +292,7 @@ def assemble(
     checked = evaluator if not cfg.tuning.exit_policy.performance_only else None
     parts, used = fingerprint.inputs(
         cfg, model, calib_dataloader, sampling_size, static, checked, eval_func,
-        eval_dataloader, benchmark,
+        eval_dataloader, benchmark, q_func,
     )  # fmt: skip
     if static and calib_dataloader is not None and used < sampling_size:
         logger.warning(

@@ -18,7 +18,8 @@ What is hashed (sha256):
   (place in the batch, dtype, shape, bytes), and the sha256 of the sorted sample digests; a
   value that is not a tensor is hashed by its ``repr`` with its batch.
 - ``metric``: the metric's class and the ``evaluation.accuracy`` metric / postprocess config
-  (a metric object's arguments are not seen); the rest are the values themselves.
+  (a metric object's arguments are not seen); ``q_func`` (QAT) its qualified name; the
+  rest are the values themselves.
 
 Each part reads ``<what people read>; sha256 <hex>`` where it has a digest, so a refusal can
 say what changed (``eval data changed (10000 samples in 40 batches -> 2000 samples ...)``).
@@ -50,7 +51,7 @@ logger = logging.getLogger("inc_flow")
 WEIGHTS, CALIB, EVAL = "fp32 weights", "calibration data", "eval data"
 METRIC, CRITERION, OBJECTIVE = "metric", "accuracy criterion", "objective"
 LATENCY, APPROACH, SPACE = "latency measurement", "approach", "search space"
-TORCH, INC_FLOW = "torch", "inc_flow"
+TORCH, INC_FLOW, Q_FUNC = "torch", "inc_flow", "q_func"
 NOT_USED = "not used"
 
 
@@ -192,6 +193,7 @@ def inputs(
     eval_func: Callable[..., Any] | None,
     eval_loader: Iterable[Any] | None,
     benchmark: Any,
+    q_func: Callable[..., Any] | None = None,
 ) -> tuple[dict[str, str], int]:
     """The fingerprint parts every approach shares, and the calibration samples used.
 
@@ -239,6 +241,8 @@ def inputs(
         TORCH: torch.__version__,
         INC_FLOW: _version(),
     }
+    if q_func is not None:  # QAT's training function: known by its name only, as eval_func
+        parts[Q_FUNC] = qualname(q_func)
     return parts, used
 
 
