@@ -21,6 +21,7 @@ from inc_flow import quantize
 from inc_flow.cli import main as cli_main
 from inc_flow.errors import DataError, StudyError
 from inc_flow.search import identity, storage
+from inc_flow.search.settings import TuneSettings
 from tests.fakes import ListTracker
 from tests.toys import SleepyNet, TinyNet
 
@@ -212,6 +213,13 @@ def test_changes_show_the_readable_side_only():
         "x changed (absent -> 1)",
     ]
     assert identity.changes(new, new) == []
+
+
+def test_with_a_storage_url_the_message_tells_how_to_delete_the_study():
+    settings = TuneSettings(study_name="s", storage="postgresql://db/optuna")
+    text = identity.refusal(settings, "postgresql://db/optuna", ["torch changed (2.1 -> 2.2)"], 3)
+    assert "its 3 trials and fp32 baseline do not apply here: torch changed (2.1 -> 2.2)" in text
+    assert "optuna delete-study --study-name s --storage postgresql://db/optuna" in text
 
 
 def test_cli_refuses_a_study_whose_weights_file_changed(tmp_path, monkeypatch, capsys):
