@@ -112,7 +112,8 @@ def _sample_digests(batch: Any, n: int) -> list[bytes]:
     shared = hashlib.sha256()
     for path, leaf in _leaves(batch):
         if isinstance(leaf, np.ndarray):
-            leaf = torch.from_numpy(np.ascontiguousarray(leaf))
+            is_text = leaf.dtype.kind in "OUSV"  # strings, objects: no tensor of them
+            leaf = leaf.tolist() if is_text else torch.from_numpy(np.ascontiguousarray(leaf))
         if not isinstance(leaf, torch.Tensor):
             shared.update(f"{path}={leaf!r}".encode())
             continue
@@ -204,7 +205,9 @@ def inputs(
     calib = NOT_USED
     if static and calib_loader is not None:
         seen = data_print(calib_loader, sampling_size, name="calibration data", check=True)
-        used, calib = seen.samples, f"{seen.text()}; sampling_size {sampling_size}"
+        used = seen.samples
+        calib = f"{used} samples in {seen.batches} batches, sampling_size {sampling_size}"
+        calib += f"; sha256 {seen.digest}"
     if evaluator is None:
         data, metric = "not evaluated (performance_only)", NOT_USED
     else:

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from inc_flow import quantize
+from inc_flow import fingerprint, quantize
 from inc_flow.cli import main as cli_main
 from inc_flow.errors import DataError, StudyError
 from inc_flow.search import identity, storage
@@ -100,14 +100,8 @@ def test_same_inputs_resume_and_reuse_every_trial(tuned):
     assert [r.number for r in tracker.info.resumed] == [0, 1]
     assert outcome.result.n_trials == 2 and len(tracker.records) == 0  # no new trial
     fp = storage.stored_fingerprint(_study(tuned))
-    assert fp[identity_key("WEIGHTS")].startswith("38282 values in 8 tensors; sha256 ")
-    assert fp[identity_key("CALIB")].startswith("32 samples in 2 batches; sha256 ")
-
-
-def identity_key(name: str) -> str:
-    from inc_flow import fingerprint
-
-    return getattr(fingerprint, name)
+    assert fp[fingerprint.WEIGHTS].startswith("38282 values in 8 tensors; sha256 ")
+    assert fp[fingerprint.CALIB].startswith("32 samples in 2 batches, sampling_size 32; ")
 
 
 def test_changed_weights_refuse_and_name_the_weights(tuned):
@@ -179,7 +173,7 @@ def test_sampling_size_beyond_the_data_records_what_was_used(tmp_path, caplog):
     assert len(warned) == 1 and "has 32 samples" in warned[0].getMessage()
     assert outcome.q_model.calibration_size == 32
     fp = storage.stored_fingerprint(_study(tmp_path))
-    assert fp[identity_key("CALIB")].endswith("; sampling_size 1000")
+    assert fp[fingerprint.CALIB].startswith("32 samples in 2 batches, sampling_size 1000;")
 
 
 def test_an_eval_func_is_known_by_its_name(tmp_path):
@@ -255,3 +249,13 @@ def test_cli_refuses_a_study_whose_weights_file_changed(tmp_path, monkeypatch, c
     assert "fp32 weights changed (same size, other contents)" in err
     assert "To start a new study, set another `tuning.study_name`" in err
     assert (tmp_path / "out" / "best_configure.yaml").read_bytes() == saved  # not replaced
+
+
+def test_a_data_digest_is_per_sample_and_order_free():
+    x, y = torch.randn(4, 3), torch.arange(4)
+    plain = fingerprint.data_print([(x[:2], y[:2]), (x[2:], y[2:])])
+    shuffled = fingerprint.data_print([(x[[3, 1]], y[[3, 1]]), (x[[0, 2]], y[[0, 2]])])
+    assert plain == shuffled and plain.samples == 4 and plain.batches == 2
+    relabelled = fingerprint.data_print([(x[:2], y[:2]), (x[2:], y[[3, 2]])])
+    assert relabelled.digest != plain.digest
+    assert fingerprint.data_print([(x[:2], y[:2])], limit_samples=1).samples == 2  # whole batch

@@ -37,8 +37,8 @@ def changes(stored: Mapping[str, str], current: Mapping[str, str]) -> list[str]:
         if old == new:
             continue
         a, b = _shown(old), _shown(new)
-        out.append(f"{key} changed ({a} -> {b})" if a != b else f"{key} changed (same size, "
-                   "other contents)")  # fmt: skip
+        detail = f"{a} -> {b}" if a != b else "same size, other contents"
+        out.append(f"{key} changed ({detail})")
     return out
 
 
