@@ -3,7 +3,8 @@ space, :class:`~inc_flow.search.records.TuneSettings` and study name (no MLflow,
 
 :func:`assemble` builds what every approach shares (INC's priority: ``eval_func`` >
 ``eval_dataloader`` + metric > yaml ``evaluation.accuracy``); :func:`stage` adds the engine,
-space and settings of one approach.
+space and settings of one approach. The study fingerprint (:mod:`inc_flow.fingerprint`) is
+computed here: its shared parts in :func:`assemble`, one approach's in :func:`stage`.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ import json
 import logging
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from inc_flow import fingerprint
 from inc_flow.config.sections import Config
 from inc_flow.data.batches import first_input
 from inc_flow.data.loaders import build_dataloader
@@ -51,6 +53,7 @@ class Assembly:
     approaches: tuple[str, ...]  # auto: static, then dynamic
     eval_func: Callable[[nn.Module], float] | None = None
     q_func: Callable[[nn.Module], Any] | None = None
+    fingerprint: dict[str, str] = field(default_factory=dict)  # see inc_flow.fingerprint
 
 
 @dataclass
@@ -285,9 +288,23 @@ def assemble(
             list(q.calibration.sampling_size),
             sampling_size,
         )
+    static = Approach.STATIC.value in approaches
+    checked = evaluator if not cfg.tuning.exit_policy.performance_only else None
+    parts, used = fingerprint.inputs(
+        cfg, model, calib_dataloader, sampling_size, static, checked, eval_func,
+        eval_dataloader, benchmark, q_func,
+    )  # fmt: skip
+    if static and calib_dataloader is not None and used < sampling_size:
+        logger.warning(
+            "quantization.calibration.sampling_size is %d but the calibration data has %d "
+            "samples: calibrating on %d, and %d is what is recorded",
+            sampling_size, used, used, used,
+        )  # fmt: skip
+    if static and calib_dataloader is not None:
+        sampling_size = used  # what calibration reads (whole batches), the recorded size
     return Assembly(
         model, example, evaluator, benchmark, calib_dataloader, sampling_size, approaches,
-        eval_func=eval_func, q_func=q_func,
+        eval_func=eval_func, q_func=q_func, fingerprint=parts,
     )  # fmt: skip
 
 
@@ -304,6 +321,9 @@ def stage(cfg: Config, parts: Assembly, approach: str, role: str = Role.TUNE) ->
     )
     space = search_space(cfg, engine.ops(), approach)
     settings = tune_settings(cfg, approach, study_name_for(cfg, approach))
+    if parts.fingerprint:
+        ident = fingerprint.for_stage(parts.fingerprint, approach, space)
+        settings = replace(settings, fingerprint=ident)
     if parts.evaluator is None and not settings.performance_only:
         # INC: with nothing to evaluate, quantize once with the default plan.
         settings = replace(settings, performance_only=True)

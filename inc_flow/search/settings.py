@@ -45,6 +45,9 @@ class TuneSettings:
     new_trials: bool = True  # False: read the study, run no trial (``inc-flow finalize``)
     finalists: int = 3  # passing plans re-timed beside fp32 after the search (``search.speed``)
     final_round: bool = True  # False: no side-by-side round (a worker: it publishes nothing)
+    # what determines the answer (name -> text; ``inc_flow.fingerprint``), stored with the
+    # study: a study stored with another one is refused. Empty: not checked.
+    fingerprint: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         for name, value, allowed in (

@@ -2,8 +2,9 @@
 attribute inc_flow keeps on Optuna studies and trials, behind typed getters and setters.
 
 The attribute keys and environment variables are defined here only. Study user attrs: the
-fp32 baseline, the sensitivity scores, the identity of the search (``open_study`` refuses a
-study made for another one) and the MLflow parent run shared by workers. Trial user attrs:
+fp32 baseline (tied to the fingerprint), the sensitivity scores, the identity of the search
+and the fingerprint of its inputs (``open_study`` refuses a study made for another one) and
+the MLflow parent run shared by workers. Trial user attrs:
 the ``TrialRecord``, the seed phase and the worker (``host:pid``) running it.
 """
 
@@ -24,6 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from inc_flow.errors import ConfigError, StudyError
+from inc_flow.search import identity as ident
 from inc_flow.search.records import TrialRecord, why
 from inc_flow.search.settings import MEMORY_STORAGE, TuneSettings
 
@@ -36,6 +38,7 @@ BASELINE_ATTR, SENSITIVITY_ATTR = "inc_flow.baseline", "inc_flow.sensitivity"
 SPACE_ATTR = "inc_flow.space"
 PARENT_ATTR = "inc_flow.parent_run"  # the MLflow parent run of the study
 CHOICE_ATTR = "inc_flow.final_choice"  # the side-by-side round's pick and its candidates
+FINGERPRINT_ATTR = "inc_flow.fingerprint"  # what determines the answer (inc_flow.fingerprint)
 # RDB heartbeat (server databases: PostgreSQL, MySQL): seconds between beats of a running
 # trial, and seconds without a beat after which another worker fails and retries it.
 HEARTBEAT_ENV, GRACE_ENV = "INC_FLOW_HEARTBEAT_S", "INC_FLOW_GRACE_S"
@@ -112,6 +115,8 @@ def open_study(
     except Exception as e:  # noqa: BLE001 -- driver missing, server down, bad file
         key = "tuning.storage" if s.storage else "tuning.workspace.path"
         raise ConfigError(key, f"cannot open the Optuna storage {name!r}: {why(e)}") from e
+    if s.fingerprint:
+        check_fingerprint(study, s, name)
     wanted = [optuna.study.StudyDirection[d.upper()] for d in s.directions()]
     stored = study.user_attrs.get(SPACE_ATTR)
     if study.directions != wanted or stored not in (None, dict(identity)):
@@ -122,6 +127,27 @@ def open_study(
     if stored is None:
         study.set_user_attr(SPACE_ATTR, dict(identity))
     return study, storage
+
+
+def check_fingerprint(study: optuna.Study, settings: TuneSettings, where: str) -> None:
+    """Store ``settings.fingerprint`` on a study that has none and nothing to reuse yet;
+    refuse a study stored with another one, or with trials or a baseline but none (made
+    before fingerprints existed).
+
+    Raises:
+        StudyError: naming what changed, and how to start a new study.
+    """
+    current = dict(settings.fingerprint)
+    stored = stored_fingerprint(study)
+    n_trials = len(study.get_trials(deepcopy=False))
+    if stored is None:
+        if n_trials or BASELINE_ATTR in study.user_attrs:
+            raise StudyError(ident.legacy(settings, where, n_trials))
+        study.set_user_attr(FINGERPRINT_ATTR, current)
+        stored = stored_fingerprint(study) or {}  # a worker starting with us may have won
+    changed = ident.changes(stored, current)
+    if changed:
+        raise StudyError(ident.refusal(settings, where, changed, n_trials))
 
 
 # --- heartbeat and stale trials ------------------------------------------------------------
@@ -275,14 +301,27 @@ def params_of(trial: FrozenTrial) -> Mapping[str, Any]:
 
 
 # --- study attrs ---------------------------------------------------------------------------
+def stored_fingerprint(study: optuna.Study) -> dict[str, str] | None:
+    """The study's fingerprint (part name -> text), None for a study stored without one."""
+    stored = study.user_attrs.get(FINGERPRINT_ATTR)
+    return None if stored is None else {str(k): str(v) for k, v in stored.items()}
+
+
 def stored_baseline(study: optuna.Study) -> tuple[float | None, float] | None:
-    """(fp32 accuracy, fp32 latency in ms) stored by an earlier run, if any."""
-    stored = study.user_attrs.get(BASELINE_ATTR)
-    return (stored["accuracy"], stored["latency_ms"]) if stored else None
+    """(fp32 accuracy, fp32 latency in ms) stored by an earlier run under the study's
+    current fingerprint, if any (a baseline of other inputs is never reused)."""
+    attrs = study.user_attrs
+    stored = attrs.get(BASELINE_ATTR)
+    if not stored or stored.get("fingerprint", "") != ident.digest(attrs.get(FINGERPRINT_ATTR)):
+        return None
+    return stored["accuracy"], stored["latency_ms"]
 
 
 def set_baseline(study: optuna.Study, accuracy: float | None, latency_ms: float) -> None:
-    study.set_user_attr(BASELINE_ATTR, {"accuracy": accuracy, "latency_ms": latency_ms})
+    """Store the baseline, tied to the study's fingerprint."""
+    tie = ident.digest(study.user_attrs.get(FINGERPRINT_ATTR))
+    value = {"accuracy": accuracy, "latency_ms": latency_ms, "fingerprint": tie}
+    study.set_user_attr(BASELINE_ATTR, value)
 
 
 def stored_sensitivity(study: optuna.Study) -> dict[str, float] | None:
