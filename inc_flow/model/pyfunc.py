@@ -8,6 +8,9 @@ travel as ``code_paths``, so the model loads where neither is installed; its pip
 are exact pins (:mod:`inc_flow.model.requirements`). MLflow calls :func:`_load_pyfunc`, which
 rebuilds the fp32 architecture from the factory and the int8 model with `inc_flow.load`:
 predictions are the int8 model's outputs, bit for bit. No pickles, no TorchScript.
+Inputs holding NaN/inf, or more values than a limit, are refused with HTTP 400, and under
+``mlflow models serve`` oversized or unparseable bodies get 413/400
+(:mod:`inc_flow.model.serving`; the limits are the logged ``model_config``).
 The logged model is tagged with its content digest (:func:`inc_flow.model.registry.
 content_digest`), so :func:`find_logged_model` finds it again instead of logging it twice.
 Registering the logged model is :mod:`inc_flow.model.registry`'s.
