@@ -330,3 +330,22 @@ def test_a_configure_file_that_is_not_a_mapping_exits_2(tmp_path, old, capsys, c
         log.handlers[:], log.level, log.propagate = saved
     err = capsys.readouterr().err
     assert str(out / CONFIGURE_FILE) in err and "Error" not in err.split(":")[0]
+
+
+def test_only_a_quantization_scale_must_be_positive():
+    """A scale is one with a zero point beside it; a user's parameter named `scale` (or
+    `logit_scale`) may be negative."""
+    from inc_flow.quant.tensors import check_state
+
+    one, zero = torch.tensor(1.0), torch.tensor(0)
+    expected = {
+        "scale": one,
+        "head.logit_scale": one,
+        "conv1.scale": one,
+        "conv1.zero_point": zero,
+        "conv1_input_scale_0": one,
+        "conv1_input_zero_point_0": zero,
+    }
+    saved = {**expected, **{k: torch.tensor(-2.0) for k in expected if "scale" in k}}
+    problems = check_state(expected, saved)
+    assert [p.split(":")[0] for p in problems] == ["conv1.scale", "conv1_input_scale_0"]

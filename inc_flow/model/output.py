@@ -138,6 +138,7 @@ class QuantizedModel:
         with quiet():
             state = plain_state_dict(self.model.state_dict())
         configure = self.configure()
+        swapping = False
         try:
             with atomic.staging(out, names) as tmp:
                 weights = tmp / WEIGHTS_FILE
@@ -153,9 +154,12 @@ class QuantizedModel:
                 text = yaml.safe_dump(configure, sort_keys=False).encode()
                 atomic.write_synced(tmp / CONFIGURE_FILE, lambda f: f.write(text))
                 fault_point(AFTER_CONFIGURE_WRITTEN)
+                swapping = True
                 atomic.commit(tmp, out, names)
         except OSError as e:
             kept = " (the previous output there is unchanged)" if out.is_dir() else ""
+            if swapping:
+                kept = " (failed while putting the new files in place; save again)"
             raise SaveLoadError(
                 f"cannot write the output directory {str(out)!r}{kept}: {e}"
             ) from e

@@ -76,7 +76,7 @@ def _quantized(key: str, want: torch.Tensor, got: torch.Tensor) -> list[str]:
     return problems
 
 
-def _tensor(key: str, want: torch.Tensor, got: Any) -> list[str]:
+def _tensor(key: str, want: torch.Tensor, got: Any, scale: bool = False) -> list[str]:
     if not isinstance(got, torch.Tensor):
         return [f"{key}: {type(got).__name__}, the model expects a {_name(want.dtype)} tensor"]
     if got.dtype != want.dtype:
@@ -86,16 +86,16 @@ def _tensor(key: str, want: torch.Tensor, got: Any) -> list[str]:
     if got.is_quantized:
         return _quantized(key, want, got)
     if got.is_floating_point():
-        if _SCALE_KEY.search(key) and not _scales_ok(got):
+        if scale and not _scales_ok(got):
             return [f"{key}: a scale must be finite and > 0, got {got.flatten()[:3].tolist()}"]
         if bool(torch.isnan(got).any()):
             return [f"{key}: holds NaN"]
     return []
 
 
-def _entry(key: str, want: Any, got: Any) -> list[str]:
+def _entry(key: str, want: Any, got: Any, scale: bool = False) -> list[str]:
     if isinstance(want, torch.Tensor):
-        return _tensor(key, want, got)
+        return _tensor(key, want, got, scale)
     if isinstance(want, tuple | list):
         if not isinstance(got, tuple | list) or len(got) != len(want):
             return [f"{key}: {describe(got)}, the model expects {describe(want)}"]
@@ -110,11 +110,19 @@ def _entry(key: str, want: Any, got: Any) -> list[str]:
     return []
 
 
+def _zero_point_key(key: str) -> str:
+    return _SCALE_KEY.sub(lambda m: f"{m.group(1)}zero_point{m.group(2) or ''}", key)
+
+
 def check_state(expected: Mapping[str, Any], saved: Mapping[str, Any]) -> list[str]:
     """What in ``saved`` differs from the rebuilt model's ``expected`` entries (one line
-    each, naming the key), for the keys both have."""
+    each, naming the key), for the keys both have. A float entry is a quantization scale
+    (finite, > 0) when the model has its zero point beside it (``conv1.scale`` and
+    ``conv1.zero_point``), so a parameter of the user's that is only named ``scale`` is not
+    held to that."""
     problems: list[str] = []
     for key, want in expected.items():
         if key in saved:
-            problems.extend(_entry(key, want, saved[key]))
+            scale = bool(_SCALE_KEY.search(key)) and _zero_point_key(key) in expected
+            problems.extend(_entry(key, want, saved[key], scale))
     return problems
