@@ -2,8 +2,12 @@
 
 The configure file is plain safe yaml (no python tags) in INC's spirit: one entry per op with
 its weight and activation dtype/scheme/granularity/algorithm, plus approach, framework,
-backend, calibration size and versions. The weights file is the int8 state dict only, read
-back with ``torch.load(weights_only=True)``; no pickled objects, no TorchScript.
+backend, calibration size and versions, and ``weights``: the weights file's sha256 and each
+entry's dtype and shape. The weights file is the int8 state dict only, read back with
+``torch.load(weights_only=True)``; no pickled objects, no TorchScript. ``save`` replaces both
+files at once (:mod:`inc_flow.model.atomic`); ``load`` checks the configure file's keys
+(:mod:`inc_flow.model.configure`), the weights against ``weights``, and every entry against
+the rebuilt int8 model (:mod:`inc_flow.quant.tensors`).
 """
 
 from __future__ import annotations
