@@ -186,3 +186,16 @@ def test_scoring_server_refuses_a_body_over_the_limit_with_413(model, monkeypatc
     one = json.dumps({"inputs": X[:1].round(3).tolist()}).encode()
     assert len(one) < 10_000
     assert asyncio.run(_post(app, one))[0] == 200
+
+
+def test_predict_names_ragged_and_too_deep_lists():
+    pyfunc = flavor.Int8PyfuncModel(torch.nn.Identity(), [2], 1, "x86")
+    deep: list = []
+    cur = deep
+    for _ in range(5000):
+        cur.append([])
+        cur = cur[0]
+    for bad, what in (([[1.0, 2.0], [3.0]], "inhomogeneous"), (deep, "maximum number of dim")):
+        with pytest.raises(serving.InvalidInputError, match=f"ragged data.*{what}") as e:
+            pyfunc.predict(bad)
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE"

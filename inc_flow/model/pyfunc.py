@@ -195,8 +195,9 @@ class Int8PyfuncModel:
         elif isinstance(value, list | tuple):
             try:
                 arr = np.asarray(value, dtype=numeric)
-            except (ValueError, TypeError) as e:
-                raise self._fail(spec, "got non-numeric data") from e
+            except (ValueError, TypeError, RecursionError) as e:
+                why = str(e).partition(". ")[2][:120] or str(e)[:120]
+                raise self._fail(spec, f"got non-numeric or ragged data ({why})") from e
             if arr.dtype.kind not in "iufb":
                 raise self._fail(spec, "got non-numeric data")
         elif isinstance(value, np.ndarray):
