@@ -23,7 +23,7 @@ from inc_flow.errors import IncFlowError, SaveLoadError
 from inc_flow.model import atomic, faults
 from inc_flow.model.output import CONFIGURE_FILE, WEIGHTS_FILE, load
 from inc_flow.quant.tensors import describe_state
-from tests.helpers.saving import int8_tinynet
+from tests.helpers.saving import int8_tinynet, shifted
 from tests.toys import SHAPE, TinyNet
 
 pytestmark = pytest.mark.no_mlflow
@@ -37,8 +37,8 @@ def old():
 
 
 @pytest.fixture(scope="module")
-def new():
-    return int8_tinynet(2)
+def new(old):
+    return shifted(old)
 
 
 def _outputs(directory: Path) -> torch.Tensor:
@@ -49,12 +49,12 @@ def _leftovers(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if ".saving-" in p.name or ".old-" in p.name)
 
 
-def _kill_while_saving(seed: int, pairs: list[tuple[str, Path]]) -> list[str]:
+def _kill_while_saving(shift: float, pairs: list[tuple[str, Path]]) -> list[str]:
     """One real process per (step, output), each SIGKILLed by the hook at its step;
     ``STEP=<exit status>`` of each, in order (see tests/helpers/saving.py)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop(faults.KILL_AT_ENV, None)
-    command = [sys.executable, "-m", "tests.helpers.saving", str(seed)]
+    command = [sys.executable, "-m", "tests.helpers.saving", str(shift)]
     command += [f"{step}={out}" for step, out in pairs]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
@@ -80,7 +80,7 @@ def test_kill_9_at_each_save_step_never_leaves_a_pair_load_accepts(tmp_path, old
     old.save(inplace)
     (inplace / "notes.txt").write_text("mine")
     pairs = [(step, outs[step]) for step in STEPS] + [(faults.AFTER_OLD_MOVED, inplace)]
-    statuses = _kill_while_saving(2, pairs)
+    statuses = _kill_while_saving(0.25, pairs)
     assert statuses == [f"{step}=-9" for step, _ in pairs]
 
     for step in (faults.AFTER_WEIGHTS_WRITTEN, faults.AFTER_CONFIGURE_WRITTEN):
