@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 
 from inc_flow.errors import IncFlowError, SaveLoadError
 from inc_flow.model import pyfunc as flavor
-from inc_flow.model import registry, requirements, signature
+from inc_flow.model import registry, requirements, serving, signature
 from inc_flow.model.factory import build_model
 from inc_flow.model.output import QuantizedModel, load
 from inc_flow.quant.ao import quiet
@@ -279,6 +279,7 @@ def test_logged_model_ships_code_sidecar_and_exact_requirements(toy):
     assert all("==" in r for r in reqs), reqs
     mlmodel = yaml.safe_load((local / "MLmodel").read_text())
     assert mlmodel["flavors"]["python_function"]["loader_module"] == "inc_flow.model.pyfunc"
+    assert mlmodel["flavors"]["python_function"]["config"] == serving.DEFAULTS  # input limits
 
 
 def test_log_model_from_an_output_directory(toy, tmp_path):
@@ -547,6 +548,14 @@ def test_mlflow_models_serve_answers_good_and_bad_requests(toy, store, tmp_path,
         assert status == 200, body  # still serving
         status, body = post_json(f"{base}/invocations", b'{"inputs": [[1, 2')
         assert status == 400, body
+        # the loader guards this real server (inc_flow.model.serving): NaN and nesting deeper
+        # than the recursion limit get 400, not 200 and 500
+        nan = json.dumps({"inputs": np.full((1, *SHAPE), np.nan).tolist()}).encode()
+        status, body = post_json(f"{base}/invocations", nan)
+        assert status == 400 and "NaN" in body["message"], body
+        deep = b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        status, body = post_json(f"{base}/invocations", deep)
+        assert status == 400 and "nested too deeply" in body["message"], body
         assert post_json(f"{base}/invocations", good)[0] == 200
     finally:
         os.killpg(server.pid, signal.SIGTERM)

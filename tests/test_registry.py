@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 from pathlib import Path
 
 import mlflow
@@ -208,4 +209,4 @@ def test_the_kill_hook_only_fires_at_its_step(monkeypatch):
     registry.fault_point(registry.AFTER_LOG_MODEL)
     assert killed == []
     registry.fault_point(registry.AFTER_REGISTER)
-    assert killed == [(registry.os.getpid(), registry.signal.SIGKILL)]
+    assert killed == [(registry.os.getpid(), signal.SIGKILL)]

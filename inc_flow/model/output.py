@@ -2,13 +2,18 @@
 
 The configure file is plain safe yaml (no python tags) in INC's spirit: one entry per op with
 its weight and activation dtype/scheme/granularity/algorithm, plus approach, framework,
-backend, calibration size and versions. The weights file is the int8 state dict only, read
-back with ``torch.load(weights_only=True)``; no pickled objects, no TorchScript.
+backend, calibration size and versions, and ``weights``: the weights file's sha256 and each
+entry's dtype and shape. The weights file is the int8 state dict only, read back with
+``torch.load(weights_only=True)``; no pickled objects, no TorchScript. ``save`` replaces both
+files at once (:mod:`inc_flow.model.atomic`); ``load`` checks the configure file's keys
+(:mod:`inc_flow.model.configure`), the weights against ``weights``, and every entry against
+the rebuilt int8 model (:mod:`inc_flow.quant.tensors`).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,14 +24,32 @@ import yaml
 from torch import nn
 
 from inc_flow.errors import SaveLoadError
+from inc_flow.model import atomic
+from inc_flow.model.configure import (
+    CONFIGURE_FILE,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    plan_from_configure,
+    read_configure,
+)
+from inc_flow.model.faults import AFTER_CONFIGURE_WRITTEN, AFTER_WEIGHTS_WRITTEN, fault_point
 from inc_flow.quant.ao import quiet
 from inc_flow.quant.state import plain_state_dict, rebuild
 from inc_flow.quant.stats import format_statistics, op_statistics, statistics_frame
+from inc_flow.quant.tensors import describe_state
 from inc_flow.search.plan import Plan
 
-CONFIGURE_FILE = "best_configure.yaml"
-WEIGHTS_FILE = "best_model_weights.pt"
-FORMAT_VERSION = 1
+__all__ = [
+    "CONFIGURE_FILE",
+    "FORMAT_VERSION",
+    "WEIGHTS_FILE",
+    "QuantizedModel",
+    "load",
+    "plan_from_configure",
+    "read_configure",
+    "read_weights",
+]
+logger = logging.getLogger("inc_flow")
 
 
 def _version() -> str:
@@ -56,7 +79,7 @@ def make_inputs(described: list[dict[str, Any]]) -> tuple[torch.Tensor, ...]:
             torch.zeros(d["shape"], dtype=getattr(torch, d.get("dtype", "float32")))
             for d in described
         )
-    except (KeyError, TypeError, AttributeError) as e:
+    except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as e:
         raise SaveLoadError(f"`example_inputs` in {CONFIGURE_FILE} is malformed: {e}") from e
 
 
@@ -105,16 +128,45 @@ class QuantizedModel:
         }
 
     def save(self, output_dir: str | os.PathLike) -> Path:
-        """Write ``best_configure.yaml`` and ``best_model_weights.pt`` into ``output_dir``."""
+        """Write ``best_configure.yaml`` and ``best_model_weights.pt`` into ``output_dir``,
+        atomically (:mod:`inc_flow.model.atomic`): both files are written and fsynced in a
+        temporary sibling directory, then swapped in. The configure file records the weights
+        file's sha256 and each entry's dtype and shape, which ``load`` checks.
+
+        Raises:
+            SaveLoadError: the directory cannot be written (a full disk, no permission); the
+                message names the path, nothing partial is left, a previous output is kept.
+        """
         out = Path(output_dir)
+        names = (WEIGHTS_FILE, CONFIGURE_FILE)  # write order: the configure file last
+        with quiet():
+            state = plain_state_dict(self.model.state_dict())
+        configure = self.configure()
+        swapping = False
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            text = yaml.safe_dump(self.configure(), sort_keys=False)
-            (out / CONFIGURE_FILE).write_text(text)
-            with quiet():
-                torch.save(plain_state_dict(self.model.state_dict()), out / WEIGHTS_FILE)
+            with atomic.staging(out, names) as tmp:
+                weights = tmp / WEIGHTS_FILE
+                with quiet():
+                    atomic.write_synced(weights, lambda f: torch.save(state, f))
+                fault_point(AFTER_WEIGHTS_WRITTEN)
+                configure["weights"] = {
+                    "file": WEIGHTS_FILE,
+                    "sha256": atomic.sha256_file(weights),
+                    "bytes": weights.stat().st_size,
+                    "tensors": describe_state(state),
+                }
+                text = yaml.safe_dump(configure, sort_keys=False).encode()
+                atomic.write_synced(tmp / CONFIGURE_FILE, lambda f: f.write(text))
+                fault_point(AFTER_CONFIGURE_WRITTEN)
+                swapping = True
+                atomic.commit(tmp, out, names)
         except OSError as e:
-            raise SaveLoadError(f"cannot write the output directory {str(out)!r}: {e}") from e
+            kept = " (the previous output there is unchanged)" if out.is_dir() else ""
+            if swapping:
+                kept = " (failed while putting the new files in place; save again)"
+            raise SaveLoadError(
+                f"cannot write the output directory {str(out)!r}{kept}: {e}"
+            ) from e
         return out
 
 
@@ -129,41 +181,6 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return str(value)
-
-
-def read_configure(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check ``best_configure.yaml`` (a file or the directory holding it)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CONFIGURE_FILE
-    if not path.is_file():
-        raise SaveLoadError(f"no {CONFIGURE_FILE} at {str(path)!r}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise SaveLoadError(f"{str(path)!r} is not valid yaml: {e}") from e
-    if not isinstance(data, dict) or "op" not in data:
-        raise SaveLoadError(f"{str(path)!r} is not an inc_flow {CONFIGURE_FILE} (no `op` list)")
-    version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        raise SaveLoadError(
-            f"`format_version` in {str(path)!r} must be {FORMAT_VERSION}, got {version!r}"
-        )
-    return data
-
-
-def plan_from_configure(data: dict[str, Any]) -> Plan:
-    try:
-        return Plan.from_dict(
-            {
-                "approach": data["approach"],
-                "backend": data["backend"],
-                "framework": data["framework"],
-                "ops": data["op"],
-            }
-        )
-    except (KeyError, ValueError, TypeError) as e:
-        raise SaveLoadError(f"{CONFIGURE_FILE} does not describe a valid plan: {e}") from e
 
 
 def read_weights(path: str | os.PathLike) -> dict[str, Any]:
@@ -186,6 +203,52 @@ def read_weights(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+def verify_weights(directory: Path, data: dict[str, Any], state: dict[str, Any]) -> None:
+    """The weights file is the one its configure file was saved with: the same sha256 and
+    the same entries (key, dtype, shape). A pair saved before inc_flow recorded them is
+    loaded with a warning."""
+    configure, weights = directory / CONFIGURE_FILE, directory / WEIGHTS_FILE
+    recorded = data.get("weights")
+    if recorded is None:
+        logger.warning(
+            "%s records no sha256 of %s (saved by an older inc_flow): the pair is loaded "
+            "unverified; save it again to record one",
+            configure,
+            weights,
+        )
+        return
+    sha = atomic.sha256_file(weights)
+    if sha != recorded["sha256"]:
+        raise SaveLoadError(
+            f"{str(weights)!r} is not the weights file {str(configure)!r} was saved with: its "
+            f"sha256 is {sha}, `weights.sha256` records {recorded['sha256']} (the two files "
+            "come from different saves, or one was changed; save the model again)"
+        )
+    found = describe_state(state)
+    tensors = recorded["tensors"]
+    wrong = [k for k in sorted(set(found) | set(tensors)) if found.get(k) != tensors.get(k)]
+    if wrong:
+        k = wrong[0]
+        raise SaveLoadError(
+            f"{str(weights)!r} does not hold what `weights.tensors` in {str(configure)!r} "
+            f"records: {k!r} is {found.get(k)!r} there, recorded {tensors.get(k)!r}"
+            + (f" ({len(wrong)} keys differ)" if len(wrong) > 1 else "")
+        )
+
+
+def _interrupted(directory: Path) -> None:
+    """Name a previous output a save moved aside when it was killed mid-swap."""
+    if (directory / CONFIGURE_FILE).is_file():
+        return
+    moved = atomic.leftovers(directory)
+    if moved:
+        raise SaveLoadError(
+            f"no {CONFIGURE_FILE} in {str(directory)!r}: a save into it was interrupted; "
+            f"the previous output is complete in {str(moved[-1])!r} (move it back, or save "
+            "again)"
+        )
+
+
 def load(
     checkpoint_dir: str | os.PathLike,
     model: nn.Module,
@@ -205,20 +268,29 @@ def load(
 
     Returns:
         The int8 ``nn.Module`` in eval mode.
+
+    Raises:
+        SaveLoadError: naming the file and the key: a malformed configure file; weights that
+            are not the ones the configure file was saved with (sha256, dtypes, shapes); or
+            entries the plan's int8 model does not take (a float64 bias, qint32 weights, a
+            NaN or non-positive scale).
     """
     del history_cfg, kwargs
     if not isinstance(model, nn.Module):
         raise SaveLoadError(
             f"`model` must be the fp32 torch.nn.Module, got {type(model).__name__}"
         )
-    data = read_configure(checkpoint_dir)
-    plan = plan_from_configure(data)
-    state = read_weights(Path(checkpoint_dir) / WEIGHTS_FILE)
+    directory = Path(checkpoint_dir)
+    _interrupted(directory)
+    data = read_configure(directory)
+    plan = plan_from_configure(data, directory / CONFIGURE_FILE)
+    state = read_weights(directory / WEIGHTS_FILE)
+    verify_weights(directory, data, state)
     inputs = make_inputs(data.get("example_inputs") or [])
     try:
         return rebuild(model.eval(), plan, state, inputs)
     except Exception as e:  # noqa: BLE001 - re-raised with what was being loaded
         raise SaveLoadError(
-            f"cannot rebuild the int8 model from {str(checkpoint_dir)!r} on "
+            f"cannot rebuild the int8 model from {str(directory / WEIGHTS_FILE)!r} on "
             f"{type(model).__name__}: {e}"
         ) from e

@@ -8,6 +8,9 @@ travel as ``code_paths``, so the model loads where neither is installed; its pip
 are exact pins (:mod:`inc_flow.model.requirements`). MLflow calls :func:`_load_pyfunc`, which
 rebuilds the fp32 architecture from the factory and the int8 model with `inc_flow.load`:
 predictions are the int8 model's outputs, bit for bit. No pickles, no TorchScript.
+Inputs holding NaN/inf, or more values than a limit, are refused with HTTP 400, and under
+``mlflow models serve`` oversized or unparseable bodies get 413/400
+(:mod:`inc_flow.model.serving`; the limits are the logged ``model_config``).
 The logged model is tagged with its content digest (:func:`inc_flow.model.registry.
 content_digest`), so :func:`find_logged_model` finds it again instead of logging it twice.
 Registering the logged model is :mod:`inc_flow.model.registry`'s.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -30,9 +34,7 @@ import pandas as pd
 import torch
 import yaml
 from mlflow.entities import LoggedModelStatus
-from mlflow.exceptions import MlflowException
 from mlflow.models.model import ModelInfo
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from inc_flow.errors import IncFlowError, SaveLoadError
 from inc_flow.model.factory import build_model, import_factory
@@ -45,6 +47,7 @@ from inc_flow.model.output import (
 )
 from inc_flow.model.registry import TAG_DIGEST, content_digest
 from inc_flow.model.requirements import model_requirements
+from inc_flow.model.serving import DEFAULTS, InvalidInputError, Limits, guard_scoring_server
 from inc_flow.model.signature import (
     FLOAT32,
     SIDECAR_FILE,
@@ -64,13 +67,8 @@ PACKAGE_DIR = (
     Path(__file__).resolve().parents[1]
 )  # inc_flow/: shipped, so the loader needs no install
 DATA_DIR = "inc_flow_model"  # the data dir's name inside the logged model (data/<DATA_DIR>)
-
-
-class InvalidInputError(MlflowException, IncFlowError):
-    """A prediction input has the wrong type, dtype or shape (HTTP 400 when served)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, error_code=INVALID_PARAMETER_VALUE)
+# set in `mlflow models serve`'s process (mlflow.pyfunc.scoring_server._SERVER_MODEL_PATH)
+SERVER_MODEL_PATH_ENV = "__pyfunc_model_path__"
 
 
 class Int8PyfuncModel:
@@ -82,6 +80,7 @@ class Int8PyfuncModel:
             shape, for one unnamed float32 input (a batch is ``(N, *input_shape)``).
         threads: intra-op threads during ``predict`` (restored afterwards).
         backend: the quantized engine the model was built for.
+        limits: NaN/inf and size limits on the inputs (:mod:`inc_flow.model.serving`).
     """
 
     def __init__(
@@ -90,11 +89,13 @@ class Int8PyfuncModel:
         inputs: Sequence[InputSpec] | Sequence[int],
         threads: int,
         backend: str,
+        limits: Limits | None = None,
     ) -> None:
         self.model = model.eval()
         self.inputs = as_specs(inputs)
         self.threads = int(threads)
         self.backend = backend
+        self.limits = limits or Limits()
 
     def get_raw_model(self) -> torch.nn.Module:
         """The int8 ``nn.Module`` (MLflow's ``PyFuncModel.get_raw_model()``)."""
@@ -122,11 +123,15 @@ class Int8PyfuncModel:
         Raises:
             InvalidInputError: (an ``MlflowException`` with ``INVALID_PARAMETER_VALUE``) when
                 an input is missing, unknown, not numeric, of the wrong dtype or not
-                ``(N, *shape)``, or when the inputs' batch sizes differ. The message names
-                the input and what was expected.
+                ``(N, *shape)``, when the inputs' batch sizes differ, when a float input
+                holds NaN or ±inf (unless ``model_config`` ``allow_non_finite``), or when
+                the inputs hold more than ``max_elements`` values. The message names the
+                input and what was expected.
         """
         del params  # the model takes none; accepted because MLflow passes them
-        tensors = [torch.from_numpy(a) for a in self._arrays(model_input)]
+        arrays = self._arrays(model_input)
+        self.limits.check(arrays, [s.label for s in self.inputs])
+        tensors = [torch.from_numpy(a) for a in arrays]
         with torch.no_grad(), _threads(self.threads), quiet():
             set_backend(self.backend)
             out = self.model(*tensors)
@@ -190,8 +195,9 @@ class Int8PyfuncModel:
         elif isinstance(value, list | tuple):
             try:
                 arr = np.asarray(value, dtype=numeric)
-            except (ValueError, TypeError) as e:
-                raise self._fail(spec, "got non-numeric data") from e
+            except (ValueError, TypeError, RecursionError) as e:
+                why = str(e).partition(". ")[2][:120] or str(e)[:120]
+                raise self._fail(spec, f"got non-numeric or ragged data ({why})") from e
             if arr.dtype.kind not in "iufb":
                 raise self._fail(spec, "got non-numeric data")
         elif isinstance(value, np.ndarray):
@@ -217,12 +223,20 @@ def _threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _load_pyfunc(data_path: str) -> Int8PyfuncModel:
-    """MLflow's loader entry point: the int8 model in ``data_path``, ready to predict."""
+def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> Int8PyfuncModel:
+    """MLflow's loader entry point: the int8 model in ``data_path``, ready to predict.
+
+    ``model_config`` sets the input limits (:mod:`inc_flow.model.serving`). Loaded by
+    ``mlflow models serve`` (its ``__pyfunc_model_path__`` is set), it also guards the scoring
+    server: bodies over ``max_request_bytes`` get 413, unparseable ones 400.
+    """
+    limits = Limits.from_config(model_config)
     side = read_sidecar(data_path)
     int8 = load(data_path, build_model(side["factory"]))
     backend = read_configure(data_path)["backend"]
-    return Int8PyfuncModel(int8, side["inputs"], side["threads"], backend)
+    if os.environ.get(SERVER_MODEL_PATH_ENV):
+        guard_scoring_server(limits)
+    return Int8PyfuncModel(int8, side["inputs"], side["threads"], backend, limits)
 
 
 def factory_code_path(factory: str) -> Path:
@@ -340,6 +354,7 @@ def log_model(
             input_example=example,
             pip_requirements=requirements,
             tags={TAG_DIGEST: content_digest(stage)},
+            model_config=dict(DEFAULTS),  # the input limits, overridable at load time
         )
 
 

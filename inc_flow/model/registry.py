@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import os
-import signal
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from inc_flow.errors import IncFlowError, SaveLoadError
+from inc_flow.model.faults import (  # noqa: F401 - the test hook, re-exported
+    AFTER_ALIAS,
+    AFTER_LOG_MODEL,
+    AFTER_REGISTER,
+    KILL_AT_ENV,
+    fault_point,
+)
 from inc_flow.model.output import WEIGHTS_FILE, read_configure
 from inc_flow.record import keys
 
@@ -65,9 +71,6 @@ REQUIRED_TAGS = (TAG_BACKEND, TAG_APPROACH, TAG_STUDY)
 # What `load` reads from best_configure.yaml; the scores (`info`) and versions are left out,
 # so the same model measured again has the same digest.
 DIGEST_KEYS = ("format_version", "approach", "framework", "backend", "example_inputs", "op")
-# Test hook: `INC_FLOW_TEST_KILL_AT=<step>` SIGKILLs the process at that publishing step.
-KILL_AT_ENV = "INC_FLOW_TEST_KILL_AT"
-AFTER_LOG_MODEL, AFTER_REGISTER, AFTER_ALIAS = "after_log_model", "after_register", "after_alias"
 
 
 class RegistryError(IncFlowError, ValueError):
@@ -97,13 +100,6 @@ def content_digest(directory: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return "sha256:" + digest.hexdigest()
-
-
-def fault_point(step: str) -> None:
-    """Test hook: SIGKILL this process when ``INC_FLOW_TEST_KILL_AT`` names ``step``
-    (:data:`AFTER_LOG_MODEL`, :data:`AFTER_REGISTER` or :data:`AFTER_ALIAS`)."""
-    if os.environ.get(KILL_AT_ENV) == step:
-        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def registered_model_name(model_name: str, configured: str | None = None) -> str:

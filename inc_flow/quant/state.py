@@ -12,6 +12,7 @@ from torch import nn
 from inc_flow.errors import QuantizationError
 from inc_flow.quant.ao import quiet
 from inc_flow.quant.graph import convert, example_args, prepare
+from inc_flow.quant.tensors import check_state
 from inc_flow.search.plan import Plan
 from inc_flow.vocab import Approach
 
@@ -25,7 +26,9 @@ def rebuild(
     with the plan's own mapping, then load the int8 state dict.
 
     Raises:
-        QuantizationError: the weights do not match the plan's int8 model (keys or shapes).
+        QuantizationError: the weights do not match the plan's int8 model: keys, shapes,
+            dtypes, quantization schemes, or scales that are not finite and positive
+            (:func:`inc_flow.quant.tensors.check_state`).
     """
     prepared = prepare(fp32_model, plan.calibration_plan(), example_inputs)
     if plan.approach != Approach.DYNAMIC:
@@ -37,6 +40,7 @@ def rebuild(
             except Exception:  # noqa: BLE001 - shape-less models still convert below
                 pass
     model = convert(prepared.eval() if plan.approach == Approach.QAT else prepared, plan)
+    saved = state_dict
     state_dict = packed_state_dict(state_dict)
     with quiet():
         expected = model.state_dict()
@@ -55,6 +59,12 @@ def rebuild(
     if wrong:
         raise QuantizationError(
             "the weights do not match the plan's int8 model: " + "; ".join(wrong[:8])
+        )
+    # dtypes, schemes, scales: what load_state_dict would take silently
+    problems = check_state(plain_state_dict(expected), saved)
+    if problems:
+        raise QuantizationError(
+            "the weights do not match the plan's int8 model: " + "; ".join(problems[:8])
         )
     with quiet():
         model.load_state_dict(state_dict)
