@@ -276,7 +276,8 @@ class ModelConfig(Section):
     """INC ``model``, plus inc_flow's ``factory``, ``weights`` and ``input_shape``.
 
     Attributes:
-        name: the model name (also the default MLflow experiment).
+        name: the model name: the default MLflow experiment, registered model (``-int8``) and
+            output folder (``outputs/<name>``), so one folder name by MLflow's rules.
         framework: ``pytorch_fx`` (graph mode, default) or ``pytorch`` (eager).
         factory: ``"package.module:callable"`` building the fp32 model (not imported here).
         weights: fp32 state dict file; must exist (relative to the current directory).
