@@ -131,9 +131,9 @@ def _register(
         recorder.publish(q_model, result, parts.model, source, **terms)
     except BaseException as e:  # a kill (KeyboardInterrupt) too: the saved model stays
         note = (
-            f"the model is saved in {saved} (best_configure.yaml + weights); MLflow did not "
-            "log or register it: rerun the same tuning to record it (finished trials do not "
-            "run again)"
+            f"the model is saved in {saved} (best_configure.yaml + weights), but MLflow did "
+            "not finish logging and registering it: rerun the same tuning to record it "
+            "(finished trials do not run again)"
         )
         logger.error("%s (%s: %s)", note, type(e).__name__, e)
         e.add_note(note)
