@@ -28,6 +28,7 @@ from typing import Any
 from torch import nn
 
 from inc_flow.assemble import assemble, stage, unwrap
+from inc_flow.config.preflight import preflight
 from inc_flow.config.sections import Config
 from inc_flow.errors import ConfigError
 from inc_flow.logs import default_handler
@@ -82,6 +83,7 @@ def quantize(
     postprocess: Callable[[Any, Any], tuple[Any, Any]] | None = None,
     tracker: Tracker | None = None,
     role: str = Role.TUNE,
+    output: str | os.PathLike[str] | None = None,
 ) -> Outcome:
     """Tune the fastest int8 plan meeting the accuracy target; everything that came out.
 
@@ -94,12 +96,18 @@ def quantize(
     parent run, but neither registers nor ends the parent; ``finalize`` runs no trial: it
     rebuilds the best plan, logs and registers it once, and ends the parent run.
 
+    ``output``: the folder the best model is saved to (``best_configure.yaml`` + weights),
+    before anything goes to MLflow. Without it, a model about to be registered is saved to
+    ``<workspace>/best_model`` first, so a registration failure loses nothing. The workspace
+    and ``output`` are checked before any work (:func:`inc_flow.config.preflight.preflight`).
+
     Returns:
         An :class:`Outcome`; ``outcome.q_model`` is None when no plan met the target.
     """
     default_handler()  # INC's default: trial lines on stderr unless logging is configured
     cfg = as_config(conf)
     role = as_role(role)
+    preflight(cfg, None if role == Role.WORKER else output)  # before any work
     parts = assemble(
         cfg, model, calib_dataloader, eval_dataloader, metric, eval_func, q_func, postprocess
     )
@@ -118,7 +126,7 @@ def quantize(
                 rivals=champion_rivals(rec, cfg),
             )
             results.append(result)
-            q_model = publish(rec, cfg, parts, step, result)
+            q_model = publish(rec, cfg, parts, step, result, output)
         if q_model is not None:
             break
     log_outcome(q_model)

@@ -3,7 +3,7 @@
 inc-flow tune [CONFIG] [-o OUTPUT]     tune, save best_configure.yaml + weights
 inc-flow tune CONFIG --storage URL --worker   one of N workers of a study (no save/register)
 inc-flow finalize CONFIG --storage URL [-o OUTPUT]   after the workers: save, register once
-inc-flow check CONFIG                  validate a config, do no work
+inc-flow check CONFIG [-o OUTPUT]      validate a config and the folders tune writes; no work
 inc-flow stats OUTPUT --config CONFIG  Mixed Precision Statistics of a saved model
 inc-flow report --experiment NAME [--run ID] -o FILE    HTML report of one study
 inc-flow compare --experiment A [--experiment B] [--run ID] -o FILE   studies side by side
@@ -64,32 +64,35 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             n,
         )
         return 0
-    outcome = quantize(cfg)
-    return _save(outcome, cfg, args.output)
+    return _tune_and_save(cfg, args.output, Role.TUNE)
 
 
-def _save(outcome: Any, cfg: Any, output: str | None) -> int:
-    """Write the best model to ``output`` (default ``outputs/<model.name>``); the exit code."""
-    from inc_flow.publish import save
+def _output(cfg: Any, output: str | None) -> Any:
+    """``-o`` (default ``outputs/<model.name>``), checked as ``check`` checks it."""
+    from inc_flow.config.preflight import default_output, preflight
 
-    if outcome.q_model is None:
-        return EXIT_NOT_FOUND
-    save(outcome.q_model, cfg, output)
-    return 0
+    path = output or default_output(cfg)
+    preflight(cfg, path, "--output")
+    return path
+
+
+def _tune_and_save(cfg: Any, output: str | None, role: str) -> int:
+    """Tune (or finalize); the best model is saved to the output before it is registered."""
+    from inc_flow.api import quantize
+
+    outcome = quantize(cfg, role=role, output=_output(cfg, output))
+    return EXIT_NOT_FOUND if outcome.q_model is None else 0
 
 
 def _cmd_finalize(args: argparse.Namespace) -> int:
-    from inc_flow.api import quantize
-
-    cfg = _config(args)
-    outcome = quantize(cfg, role=Role.FINALIZE)
-    return _save(outcome, cfg, args.output)
+    return _tune_and_save(_config(args), args.output, Role.FINALIZE)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from inc_flow.config.sections import Config
 
     cfg = Config.from_yaml(args.config)
+    _output(cfg, args.output)  # the workspace and output folders tune would write
     print(f"{args.config}: OK ({cfg.model.name}, {cfg.quantization.approach})")
     if args.dump:
         print(cfg.to_yaml())
@@ -180,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a config without doing any work")
     check.add_argument("config")
+    check.add_argument(
+        "-o", "--output", help="the output tune would get (default outputs/<model.name>)"
+    )
     check.add_argument("--dump", action="store_true", help="print the config with defaults")
     check.set_defaults(func=_cmd_check)
 
@@ -214,11 +220,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except IncFlowError as e:
         print(f"inc-flow: error: {e}", file=sys.stderr)
+        _print_notes(e)
         return 2
     except Exception as e:  # noqa: BLE001 - not bad input: a fault (store down, disk full)
         logging.getLogger("inc_flow").debug("unexpected error", exc_info=True)
         print(f"inc-flow: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        _print_notes(e)
         return 1
+
+
+def _print_notes(error: BaseException) -> None:
+    """What inc_flow added to an error on its way up (where the saved model is)."""
+    for note in getattr(error, "__notes__", ()):
+        print(f"inc-flow: {note}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""After the search: the quantized model of the best trial, its MLflow record (times, the
-logged and registered model, the HTML report), the closest model kept when nothing passed,
-the outcome's log lines, and saving the model to an output directory.
+"""After the search: the quantized model of the best trial, saved to its output folder first,
+then its MLflow record (times, the logged and registered model, the HTML report); the closest
+model kept when nothing passed; the outcome's log lines.
 
 The speed verdict of the side-by-side round (``search.speed``) decides the alias: a model not
 faster than fp32 is registered as ``challenger``, never ``champion``, with the verdict as its
@@ -13,6 +13,7 @@ false or the caller brings its own tracker); a ``worker`` neither publishes nor 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from inc_flow.assemble import Assembly, Stage
+from inc_flow.config.preflight import default_output
 from inc_flow.config.sections import Config
 from inc_flow.model.output import QuantizedModel
 from inc_flow.record import keys
@@ -33,6 +35,9 @@ from inc_flow.search.speed import CHAMPION, Candidate
 from inc_flow.vocab import Approach, Role
 
 logger = logging.getLogger("inc_flow")
+
+BEST_MODEL_DIR = "best_model"
+"""Where, in the workspace, a model to be registered is saved first when no output is given."""
 
 
 @dataclass
@@ -74,14 +79,21 @@ def recording(
 
 
 def publish(
-    rec: Recording, cfg: Config, parts: Assembly, stage: Stage, result: TuneResult
+    rec: Recording,
+    cfg: Config,
+    parts: Assembly,
+    stage: Stage,
+    result: TuneResult,
+    output: str | os.PathLike[str] | None = None,
 ) -> QuantizedModel | None:
-    """The best trial's quantized model (None if nothing passed), logged and registered; the
-    closest kept when nothing passed; the HTML report on the parent run."""
+    """The best trial's quantized model (None if nothing passed): saved to ``output`` first
+    (else, when it is to be registered, to ``<workspace>/best_model``), then logged and
+    registered; the closest kept when nothing passed; the HTML report on the parent run."""
     recorder, role = rec.recorder, rec.role
     if recorder is not None and role == Role.TUNE:
         recorder.log_times(time_split(parts, stage))
     q_model = None
+    registers = recorder is not None and role != Role.WORKER
     if result.best is not None:
         q_model = QuantizedModel(
             model=result.best_model,
@@ -90,17 +102,42 @@ def publish(
             calibration_size=0 if stage.approach == Approach.DYNAMIC else parts.sampling_size,
             info=info(result),
         )
-        if recorder is not None and role != Role.WORKER:
-            terms = alias_terms(result)
-            if not terms["champion_allowed"] and result.accuracy_checked:
-                logger.warning("the model may not be @champion: %s", terms["veto_reason"])
-            source = eval_source(cfg, parts.eval_func)
-            recorder.publish(q_model, result, parts.model, source, **terms)
+        if output is None and registers:
+            output = Path(stage.settings.workspace) / BEST_MODEL_DIR
+        saved = save(q_model, cfg, output) if output is not None else None
+        if registers:
+            _register(recorder, q_model, cfg, parts, result, saved)
     elif role != Role.WORKER:
         keep_closest(stage.engine, result, parts.example, stage.settings, parts.sampling_size)
     if recorder is not None and role != Role.WORKER:
         _log_report(recorder)
     return q_model
+
+
+def _register(
+    recorder: Any,
+    q_model: QuantizedModel,
+    cfg: Config,
+    parts: Assembly,
+    result: TuneResult,
+    saved: Path | None,
+) -> None:
+    """Log and register the model saved in ``saved``; on failure, say where it is kept."""
+    terms = alias_terms(result)
+    if not terms["champion_allowed"] and result.accuracy_checked:
+        logger.warning("the model may not be @champion: %s", terms["veto_reason"])
+    source = eval_source(cfg, parts.eval_func)
+    try:
+        recorder.publish(q_model, result, parts.model, source, **terms)
+    except BaseException as e:  # a kill (KeyboardInterrupt) too: the saved model stays
+        note = (
+            f"the model is saved in {saved} (best_configure.yaml + weights), but MLflow did "
+            "not finish logging and registering it: rerun the same tuning to record it "
+            "(finished trials do not run again)"
+        )
+        logger.error("%s (%s: %s)", note, type(e).__name__, e)
+        e.add_note(note)
+        raise
 
 
 def alias_terms(result: TuneResult) -> dict[str, Any]:
@@ -237,9 +274,11 @@ def log_outcome(q_model: QuantizedModel | None) -> None:
     )
 
 
-def save(q_model: QuantizedModel, cfg: Config, output: str | None = None) -> Path:
+def save(
+    q_model: QuantizedModel, cfg: Config, output: str | os.PathLike[str] | None = None
+) -> Path:
     """Write ``q_model`` to ``output`` (default ``outputs/<model.name>``); the directory."""
-    path = Path(output or Path("outputs") / cfg.model.name)
+    path = Path(output) if output is not None else default_output(cfg)
     q_model.save(path)
     logger.info("saved best_configure.yaml and weights to %s", path)
     return path

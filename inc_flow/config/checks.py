@@ -380,4 +380,6 @@ def check_params(
             p.add(where, "is required")
         else:
             out[key] = param.default
+            if param.kind == "dir" and not os.path.isdir(param.default):  # MNIST's root
+                p.add(where, f"is not given, and its default {param.default!r} does not exist")
     return out

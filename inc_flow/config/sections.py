@@ -47,6 +47,14 @@ from inc_flow.config.checks import (
 )
 from inc_flow.config.instances import InstanceConfig
 from inc_flow.config.names import DATASETS
+from inc_flow.config.naming import (
+    check_derived_names,
+    check_name,
+    experiment_problem,
+    path_name_problem,
+    registered_name_problem,
+    study_problem,
+)
 from inc_flow.config.problems import Problems, config_error, problems_of, show, unknown_key
 from inc_flow.config.spaces import OpSpace, TensorSpace, as_op_spaces
 from inc_flow.config.specs import (
@@ -250,7 +258,7 @@ class TuningConfig(Section):
     random_seed: int = checked(1978, check_seed)
     workspace: WorkspaceConfig = sub(WorkspaceConfig)
     storage: str | None = checked(None, check_storage)
-    study_name: str | None = checked(None, check_str, optional=True)
+    study_name: str | None = checked(None, check_name, rule=study_problem, optional=True)
     finalists: int = checked(3, check_int, minimum=1)  # plans timed again beside fp32
 
     _SECTION: ClassVar[str] = "tuning"
@@ -268,14 +276,15 @@ class ModelConfig(Section):
     """INC ``model``, plus inc_flow's ``factory``, ``weights`` and ``input_shape``.
 
     Attributes:
-        name: the model name (also the default MLflow experiment).
+        name: the model name: the default MLflow experiment, registered model (``-int8``) and
+            output folder (``outputs/<name>``), so one folder name by MLflow's rules.
         framework: ``pytorch_fx`` (graph mode, default) or ``pytorch`` (eager).
         factory: ``"package.module:callable"`` building the fp32 model (not imported here).
         weights: fp32 state dict file; must exist (relative to the current directory).
         input_shape: per-sample input shape, e.g. ``(1, 28, 28)``.
     """
 
-    name: str = checked(check=check_str)
+    name: str = checked(check=check_name, rule=path_name_problem)
     framework: str = checked("pytorch_fx", check_framework)
     factory: str | None = checked(None, check_factory)
     weights: str | None = checked(None, check_path, directory=False, optional=True)
@@ -293,8 +302,10 @@ class TrackingConfig(Section):
     """
 
     uri: str | None = checked(None, check_tracking_uri)
-    experiment: str | None = checked(None, check_str, optional=True)
-    registered_model_name: str | None = checked(None, check_str, optional=True)
+    experiment: str | None = checked(None, check_name, rule=experiment_problem, optional=True)
+    registered_model_name: str | None = checked(
+        None, check_name, rule=registered_name_problem, optional=True
+    )
     enabled: bool = checked(True, check_bool)
 
 
@@ -311,6 +322,10 @@ class Config(Section):
     version: float = checked(1.0, check_version)
 
     _SECTION: ClassVar[str] = "config"
+
+    def _check_together(self, p: Problems) -> None:
+        t = self.tracking
+        check_derived_names(p, self.model.name, t.experiment, t.registered_model_name)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Config:

@@ -27,6 +27,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
+from inc_flow.config.naming import default_registered_name
 from inc_flow.errors import IncFlowError, SaveLoadError
 from inc_flow.model.faults import (  # noqa: F401 - the test hook, re-exported
     AFTER_ALIAS,
@@ -104,7 +105,7 @@ def content_digest(directory: str | os.PathLike) -> str:
 
 def registered_model_name(model_name: str, configured: str | None = None) -> str:
     """``tracking.registered_model_name``, else ``<model.name>-int8``."""
-    return configured or f"{model_name}-int8"
+    return default_registered_name(model_name, configured)
 
 
 def _decide(new: Mapping[str, Any], current: Mapping[str, Any] | None) -> tuple[str, str]:
@@ -194,7 +195,8 @@ def find_version(name: str, digest: str) -> Any:
     """The oldest version of ``name`` tagged with content ``digest`` (with its aliases), or
     None."""
     client = mlflow.MlflowClient()
-    found = client.search_model_versions(f"name = '{name}' AND tags.`{TAG_DIGEST}` = '{digest}'")
+    where = f"name = {keys.quoted(name)} AND {keys.tag_is(TAG_DIGEST, digest)}"
+    found = client.search_model_versions(where)
     if not found:
         return None
     oldest = min(found, key=lambda v: int(v.version))

@@ -180,6 +180,15 @@ def metric(name: str) -> str:
     return f"metrics.{name}"
 
 
+def quoted(value: str) -> str:
+    """``value`` as a string literal of an MLflow search filter: in single quotes, or in double
+    quotes when it holds a single one (MLflow's parser has no escape; the config rejects names
+    it cannot quote: :func:`inc_flow.config.naming.filter_problem`)."""
+    if "'" in value and '"' in value or "\\" in value:
+        raise ValueError(f"{value!r} cannot be quoted in an MLflow search filter")
+    return f'"{value}"' if "'" in value else f"'{value}'"
+
+
 def tag_is(name: str, value: str) -> str:
     """A ``search_runs`` filter clause: tag ``name`` equals ``value``."""
-    return f"tags.`{name}` = '{value}'"
+    return f"tags.`{name}` = {quoted(value)}"
