@@ -24,6 +24,7 @@ from inc_flow.vocab import Role
 
 DEFAULT_CONFIG = "conf/lenet_static.yaml"
 EXIT_NOT_FOUND = 3  # tuning finished, but no plan met the accuracy target
+EXIT_UNRECORDED = 4  # tuned (and saved), but MLflow failed mid-study: rerun to record it
 
 
 def _setup_logging(level: str) -> None:
@@ -63,7 +64,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             "are done",
             n,
         )
-        return 0
+        return _unrecorded(outcome, 0)
     outcome = quantize(cfg)
     return _save(outcome, cfg, args.output)
 
@@ -73,9 +74,24 @@ def _save(outcome: Any, cfg: Any, output: str | None) -> int:
     from inc_flow.publish import save
 
     if outcome.q_model is None:
-        return EXIT_NOT_FOUND
+        return _unrecorded(outcome, EXIT_NOT_FOUND)
     save(outcome.q_model, cfg, output)
-    return 0
+    return _unrecorded(outcome, 0)
+
+
+def _unrecorded(outcome: Any, code: int) -> int:
+    """``code``, or :data:`EXIT_UNRECORDED` (said on stderr) when MLflow missed part of the
+    study: the result is kept locally, and the same command run again records it."""
+    if not outcome.unrecorded:
+        return code
+    print(
+        f"inc-flow: the MLflow record is incomplete: not recorded: "
+        f"{', '.join(outcome.unrecorded)}; the result is kept locally (Optuna study"
+        f"{', saved model' if outcome.q_model is not None and code == 0 else ''}): run the "
+        "same command again once the tracking store is back to record it",
+        file=sys.stderr,
+    )
+    return EXIT_UNRECORDED
 
 
 def _cmd_finalize(args: argparse.Namespace) -> int:
