@@ -11,16 +11,19 @@ running a trial again.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
 import mlflow
 import optuna
 import pytest
+import yaml
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModelStatus
 
 from inc_flow.cli import EXIT_UNRECORDED, main
+from inc_flow.config.sections import Config
 from inc_flow.errors import ConfigError, IncFlowError, TrackingError
 from inc_flow.locks import this_process
 from inc_flow.record import keys
@@ -51,6 +54,8 @@ def test_an_unreachable_tracking_store_fails_in_seconds_before_the_baseline(
     assert not (tmp_path / "out").exists()
     # MLflow's retry settings are the caller's again after the probe
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    with pytest.raises(TrackingError, match=UNREACHABLE):  # the Python API raises it
+        MlflowTracker(Config.from_yaml(config))
 
 
 @pytest.mark.parametrize("value", ["abc", "0", "1.5", "601", "-3"])
@@ -144,10 +149,23 @@ def _optuna_trials(tmp_path) -> dict[int, tuple]:
     return {t.number: (t.state.name, t.params) for t in study.get_trials()}
 
 
+def _small_factory(tmp_path, monkeypatch):
+    """The sleepy config with a factory in a one-file module (the logged model's code is that
+    file, not the whole tests package: fewer uploads through the server)."""
+    (tmp_path / "outage_toy.py").write_text("from tests.toys import sleepy_net  # noqa: F401\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = sleepy_config(tmp_path, STUDY, 2, "sleepy")
+    conf = yaml.safe_load(config.read_text())
+    conf["model"]["factory"] = "outage_toy:sleepy_net"
+    config.write_text(yaml.safe_dump(conf, sort_keys=False))
+    return config
+
+
 @pytest.mark.slow
 def test_a_server_stopped_after_trial_0_costs_the_record_not_the_result_and_a_rerun_records_it(
-    tmp_path, monkeypatch, capsys
+    tmp_path, tmp_path_factory, monkeypatch, capsys
 ):
+    shutil.copy(mlflow_template(tmp_path_factory), tmp_path / "server.db")  # no migration
     backend, artifacts = f"sqlite:///{tmp_path / 'server.db'}", tmp_path / "artifacts"
     port, log = free_port(), tmp_path / "server.log"
     server, uri = start_mlflow_server(backend, artifacts, log, port, workers=1)
@@ -167,7 +185,7 @@ def test_a_server_stopped_after_trial_0_costs_the_record_not_the_result_and_a_re
             stopped.append(server.pid)
 
     monkeypatch.setattr(MlflowTracker, "trial_finished", stop_after_trial_0)
-    config, out = sleepy_config(tmp_path, STUDY, 2, "sleepy"), tmp_path / "out"
+    config, out = _small_factory(tmp_path, monkeypatch), tmp_path / "out"
     try:
         first = main(["tune", str(config), "-o", str(out)])
         told = capsys.readouterr()
