@@ -7,6 +7,10 @@ inc-flow check CONFIG                  validate a config, do no work
 inc-flow stats OUTPUT --config CONFIG  Mixed Precision Statistics of a saved model
 inc-flow report --experiment NAME [--run ID] -o FILE    HTML report of one study
 inc-flow compare --experiment A [--experiment B] [--run ID] -o FILE   studies side by side
+
+Exit codes: 0 done; 1 an unexpected fault; 2 bad input (an IncFlowError, e.g. an unreachable
+tracking store at start); 3 no plan met the target; 4 tuned and kept locally, but the MLflow
+record is incomplete (the store failed mid-study: run the same command again to record it).
 """
 
 from __future__ import annotations
