@@ -46,7 +46,7 @@ def test_an_unreachable_tracking_store_fails_in_seconds_before_the_baseline(
     assert main(["tune", str(config), "-o", str(tmp_path / "out")]) == 2
 
     out = capsys.readouterr()
-    assert f"the MLflow tracking store '{UNREACHABLE}' cannot be reached" in out.err
+    assert f"the MLflow tracking store '{UNREACHABLE}' cannot be reached or opened" in out.err
     assert f"{PROBE_ENV}=5 s, no retries" in out.err and "tracking.enabled: false" in out.err
     # before the study: no Optuna storage, so no baseline was measured
     assert not (tmp_path / "ws" / "optuna.db").exists()

@@ -91,11 +91,11 @@ def reach(uri: str | None = None) -> str:
                     client.search_registered_models(max_results=1)
     except Exception as e:  # noqa: BLE001 -- refused, timed out, bad file: all say the same
         text = why(e)
+        text = text if len(text) <= MAX_ERROR else text[:MAX_ERROR] + "..."
         raise TrackingError(
-            f"the MLflow tracking store {uri!r} cannot be reached ({PROBE_ENV}={seconds} s, no "
-            f"retries): {text[:MAX_ERROR]}{'...' if len(text) > MAX_ERROR else ''}; start it or "
-            "fix MLFLOW_TRACKING_URI / `tracking.uri`, or set `tracking.enabled: false` to tune "
-            "without MLflow"
+            f"the MLflow tracking store {uri!r} cannot be reached or opened ({PROBE_ENV}="
+            f"{seconds} s, no retries): {text}; start it or fix MLFLOW_TRACKING_URI / "
+            "`tracking.uri`, or set `tracking.enabled: false` to tune without MLflow"
         ) from e
     return uri
 
