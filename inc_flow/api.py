@@ -55,6 +55,7 @@ class Outcome:
     result: TuneResult
     config: Config
     results: tuple[TuneResult, ...] = ()
+    unrecorded: tuple[str, ...] = ()  # what MLflow missed after an outage (README: faults)
 
 
 def as_config(conf: Any = None) -> Config:
@@ -112,6 +113,7 @@ def quantize(
         cfg, model, calib_dataloader, eval_dataloader, metric, eval_func, q_func, postprocess
     )
     results: list[TuneResult] = []
+    unrecorded: list[str] = []
     q_model: QuantizedModel | None = None
     for approach in parts.approaches:  # auto: dynamic only when static found nothing
         step = stage(cfg, parts, approach, role)
@@ -127,10 +129,11 @@ def quantize(
             )
             results.append(result)
             q_model = publish(rec, cfg, parts, step, result, output)
+        unrecorded += rec.unrecorded
         if q_model is not None:
             break
     log_outcome(q_model)
-    return Outcome(q_model=q_model, result=results[-1], config=cfg, results=tuple(results))
+    return Outcome(q_model, results[-1], cfg, tuple(results), tuple(unrecorded))
 
 
 def fit(model: nn.Module, conf: Any = None, **kwargs: Any) -> QuantizedModel | None:

@@ -7,6 +7,10 @@ inc-flow check CONFIG [-o OUTPUT]      validate a config and the folders tune wr
 inc-flow stats OUTPUT --config CONFIG  Mixed Precision Statistics of a saved model
 inc-flow report --experiment NAME [--run ID] -o FILE    HTML report of one study
 inc-flow compare --experiment A [--experiment B] [--run ID] -o FILE   studies side by side
+
+Exit codes: 0 done; 1 an unexpected fault; 2 bad input (an IncFlowError, e.g. an unreachable
+tracking store at start); 3 no plan met the target; 4 tuned and kept locally, but the MLflow
+record is incomplete (the store failed mid-study: run the same command again to record it).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from inc_flow.vocab import Role
 
 DEFAULT_CONFIG = "conf/lenet_static.yaml"
 EXIT_NOT_FOUND = 3  # tuning finished, but no plan met the accuracy target
+EXIT_UNRECORDED = 4  # tuned (and saved), but MLflow failed mid-study: rerun to record it
 
 
 def _setup_logging(level: str) -> None:
@@ -63,7 +68,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             "are done",
             n,
         )
-        return 0
+        return _unrecorded(outcome, 0)
     return _tune_and_save(cfg, args.output, Role.TUNE)
 
 
@@ -81,7 +86,22 @@ def _tune_and_save(cfg: Any, output: str | None, role: str) -> int:
     from inc_flow.api import quantize
 
     outcome = quantize(cfg, role=role, output=_output(cfg, output))
-    return EXIT_NOT_FOUND if outcome.q_model is None else 0
+    return _unrecorded(outcome, EXIT_NOT_FOUND if outcome.q_model is None else 0)
+
+
+def _unrecorded(outcome: Any, code: int) -> int:
+    """``code``, or :data:`EXIT_UNRECORDED` (said on stderr) when MLflow missed part of the
+    study: the result is kept locally, and the same command run again records it."""
+    if not outcome.unrecorded:
+        return code
+    print(
+        f"inc-flow: the MLflow record is incomplete: not recorded: "
+        f"{', '.join(outcome.unrecorded)}; the result is kept locally (Optuna study"
+        f"{', saved model' if outcome.q_model is not None and code == 0 else ''}): run the "
+        "same command again once the tracking store is back to record it",
+        file=sys.stderr,
+    )
+    return EXIT_UNRECORDED
 
 
 def _cmd_finalize(args: argparse.Namespace) -> int:

@@ -48,6 +48,11 @@ class Recording:
     recorder: Any
     role: str = Role.TUNE
 
+    @property
+    def unrecorded(self) -> tuple[str, ...]:
+        """What MLflow did not record (the store failed mid-study: ``record.outage``)."""
+        return self.recorder.outage.missed if self.recorder is not None else ()
+
 
 def open_recorder(cfg: Config, settings: TuneSettings, role: str = Role.TUNE) -> Any:
     """The MLflow tracker, unless ``tracking.enabled`` is false."""
@@ -160,6 +165,8 @@ def champion_rivals(rec: Recording, cfg: Config) -> Rivals | None:
         return None
 
     def load() -> list[Candidate]:
+        if rec.recorder.outage.down:  # no champion to read; MLflow's retries are not waited
+            return []
         import mlflow
 
         from inc_flow.model import registry
@@ -198,6 +205,8 @@ def eval_source(cfg: Config, eval_func: Any) -> str:
 
 def _log_report(recorder: Any) -> None:
     """The study's HTML dashboard on its parent run; a report failure never fails tuning."""
+    if recorder.outage.down:  # what is not recorded is said once, when the recorder closes
+        return
     try:
         from inc_flow.record.report import log_report
 

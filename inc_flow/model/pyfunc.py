@@ -37,6 +37,7 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.models.model import ModelInfo
 
 from inc_flow.errors import IncFlowError, SaveLoadError
+from inc_flow.locks import this_process
 from inc_flow.model.factory import build_model, import_factory
 from inc_flow.model.output import (
     CONFIGURE_FILE,
@@ -61,6 +62,7 @@ from inc_flow.model.signature import (
     supported_dtype,
 )
 from inc_flow.quant.ao import quiet, set_backend
+from inc_flow.record.keys import MODEL_OWNER
 
 LOADER_MODULE = __name__  # "inc_flow.model.pyfunc"
 PACKAGE_DIR = (
@@ -353,7 +355,7 @@ def log_model(
             signature=signature,
             input_example=example,
             pip_requirements=requirements,
-            tags={TAG_DIGEST: content_digest(stage)},
+            tags={TAG_DIGEST: content_digest(stage), MODEL_OWNER: this_process()},
             model_config=dict(DEFAULTS),  # the input limits, overridable at load time
         )
 

@@ -141,6 +141,9 @@ VERSION_ALIAS_REASON: Final = "alias_reason"
 # model. A version with the same digest is never registered twice.
 VERSION_DIGEST: Final = "content_digest"
 VERSION_SPEED_VERDICT: Final = "speed_verdict"  # the side-by-side round's verdict vs fp32
+# a logged model's tag: the process logging it (host:pid), so that a PENDING model its dead
+# process left behind can be told from one a live process is still uploading
+MODEL_OWNER: Final = "inc_flow.owner"
 
 # --- limits and helpers --------------------------------------------------------------------
 MAX_KEY: Final = 250

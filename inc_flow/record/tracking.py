@@ -8,6 +8,10 @@ has the same keys, so the MLflow UI's compare view lines trials up.
 Scale out (``role``): a ``worker`` logs its trials under a parent run made once for the study
 (:meth:`MlflowTracker.create_parent`, its id kept in the Optuna study) and leaves the parent's
 summary, registration and end to ``finalize``, run once after the workers.
+
+Outages (``record.outage``): the store is reached when the tracker opens (``record.store``:
+seconds, not MLflow's minutes of retries); a failure later marks it down, and the rest of the
+run records nothing more but tunes and saves; ``outage.missed`` says what is missing.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from mlflow.exceptions import MlflowException
 from inc_flow.config.sections import Config
 from inc_flow.record import fetch
 from inc_flow.record import keys as k
+from inc_flow.record.outage import Outage, guarded
+from inc_flow.record.store import fail_orphaned_models, reach
 from inc_flow.record.values import (
     baseline_metrics,
     columns,
@@ -75,6 +81,7 @@ class MlflowTracker:
         self.uri = uri or tracking_uri(cfg)
         if self.uri:
             mlflow.set_tracking_uri(self.uri)
+        self.outage = Outage(reach(self.uri))  # TrackingError in seconds when unreachable
         self.client = MlflowClient()
         self.role = role
         self.parent_id: str | None = parent_id
@@ -85,6 +92,7 @@ class MlflowTracker:
         self.log_seconds = 0.0
 
     # --- study -----------------------------------------------------------------------------
+    @guarded("the study's parent run")
     def study_started(self, info: StudyInfo) -> None:
         start = time.perf_counter()
         project_run = os.environ.get("MLFLOW_RUN_ID")
@@ -168,6 +176,7 @@ class MlflowTracker:
                 logger.info("marked orphaned MLflow run of trial %s KILLED", number)
 
     # --- trials ----------------------------------------------------------------------------
+    @guarded(lambda number, plan: f"trial {number}")
     def trial_started(self, number: int, plan: Plan) -> None:
         start = time.perf_counter()
         run = self.client.create_run(
@@ -184,6 +193,7 @@ class MlflowTracker:
         self._children[number] = run.info.run_id
         self.log_seconds += time.perf_counter() - start
 
+    @guarded(lambda record: f"trial {record.number}")
     def trial_finished(self, record: TrialRecord) -> None:
         start = time.perf_counter()
         run_id = self._children.pop(record.number, None)
@@ -210,6 +220,7 @@ class MlflowTracker:
         self.log_seconds += time.perf_counter() - start
 
     # --- end -------------------------------------------------------------------------------
+    @guarded("the study's result (tags, metrics, plots)")
     def study_finished(self, result: TuneResult) -> None:
         if self.role == Role.WORKER:  # the study's summary is finalize's
             return
@@ -234,6 +245,7 @@ class MlflowTracker:
             for path in plots.study_plots(result, Path(tmp)):
                 self.client.log_artifact(self.parent_id, str(path), k.ARTIFACT_PLOTS)
 
+    @guarded("the time split")
     def log_times(self, seconds: dict[str, float]) -> None:
         """Where the time went (calibration, convert, evaluation, latency, logging)."""
         values = {**seconds, k.METRIC_TIME_LOGGING: self.log_seconds}
@@ -249,6 +261,7 @@ class MlflowTracker:
         text = "\n".join(statistics) + "\n"
         self.client.log_text(self.parent_id, text, k.ARTIFACT_STATISTICS)
 
+    @guarded("the best model (logged model and registered version)")
     def publish(
         self, q_model: Any, result: TuneResult, fp32_model: Any, eval_source: str, **terms: Any
     ) -> Any:
@@ -290,6 +303,7 @@ class MlflowTracker:
         # The same model (a rerun, a kill during publishing) is neither logged nor registered
         # again: the registered version's, else this run's logged model, is used.
         existing = registry.find_version(name, digest) if checked else None
+        fail_orphaned_models(self.client, self.parent_id)  # PENDING ones of a killed upload
         uri = existing.source if existing else flavor.find_logged_model(self.parent_id, digest)
         if uri is None:
             with mlflow.start_run(run_id=self.parent_id):
@@ -330,7 +344,14 @@ class MlflowTracker:
         return version
 
     def close(self, failed: bool = False) -> None:
-        """End the parent run if this tracker opened it (a project run ends by itself)."""
+        """End the parent run if this tracker opened it (a project run ends by itself); after
+        an outage, say in the log what was not recorded."""
+        self._end(failed)
+        if self.outage.down:
+            logger.warning(self.outage.summary())
+
+    @guarded("the end of the parent run")
+    def _end(self, failed: bool) -> None:
         for run_id in self._children.values():
             self.client.set_terminated(run_id, status=k.STATUS_FAILED)
         self._children.clear()

@@ -25,6 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from inc_flow.errors import ConfigError, StudyError
+from inc_flow.locks import sqlite_lock
 from inc_flow.search import identity as ident
 from inc_flow.search.records import TrialRecord, why
 from inc_flow.search.settings import MEMORY_STORAGE, TuneSettings
@@ -105,13 +106,14 @@ def open_study(
     try:
         if s.storage != MEMORY_STORAGE:
             storage = open_storage(storage)
-        study = optuna.create_study(
-            storage=storage,
-            sampler=sampler,
-            study_name=s.study_name,
-            directions=s.directions(),
-            load_if_exists=True,
-        )
+        with sqlite_lock(name):  # processes started together create the tables once
+            study = optuna.create_study(
+                storage=storage,
+                sampler=sampler,
+                study_name=s.study_name,
+                directions=s.directions(),
+                load_if_exists=True,
+            )
     except Exception as e:  # noqa: BLE001 -- driver missing, server down, bad file
         key = "tuning.storage" if s.storage else "tuning.workspace.path"
         raise ConfigError(key, f"cannot open the Optuna storage {name!r}: {why(e)}") from e

@@ -60,7 +60,19 @@ def cluster(state: Path) -> Iterator[dict[str, str]]:
 @contextlib.contextmanager
 def mlflow_server(backend: str, artifacts: Path, log: Path) -> Iterator[str]:
     """``mlflow server`` on 127.0.0.1 against ``backend``; yields its tracking URI."""
-    port = free_port()
+    proc, uri = start_mlflow_server(backend, artifacts, log)
+    try:
+        yield uri
+    finally:
+        kill_group(proc)
+
+
+def start_mlflow_server(
+    backend: str, artifacts: Path, log: Path, port: int | None = None, workers: int = 2
+) -> tuple[subprocess.Popen, str]:
+    """``mlflow server`` on 127.0.0.1 (``port``, default a free one) against ``backend``, up
+    (``/health`` answers); the process (stop it with ``kill_group``) and its tracking URI."""
+    port = port or free_port()
     command = [
         str(BIN / "mlflow"),
         "server",
@@ -73,11 +85,11 @@ def mlflow_server(backend: str, artifacts: Path, log: Path) -> Iterator[str]:
         "--port",
         str(port),
         "--workers",
-        "2",
+        str(workers),
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
-    with log.open("wb") as out:
+    with log.open("ab") as out:
         proc = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
@@ -94,9 +106,10 @@ def mlflow_server(backend: str, artifacts: Path, log: Path) -> Iterator[str]:
                 pass
             assert time.monotonic() < deadline, f"mlflow server not up:\n{log.read_text()[-3000:]}"
             time.sleep(0.3)
-        yield uri
-    finally:
+    except BaseException:
         kill_group(proc)
+        raise
+    return proc, uri
 
 
 def start_cli(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
