@@ -21,6 +21,7 @@ TENSOR_DTYPES = (
     "float32", "float64", "float16", "bfloat16", "int8", "uint8", "int32", "int64", "bool",
 )  # fmt: skip
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
+DEFAULT_QCONFIG = "default_qconfig"  # INC's op_wise key for the ops no other entry sets
 
 
 class _Required:
@@ -142,9 +143,13 @@ INC_UNSUPPORTED: dict[str, dict[str, str]] = {
             "hawq_v2_loss",
         )
     },  # fmt: skip
-    "tensor": {
-        "bit": "is not supported (an INC TensorFlow option)",
-        "compute_dtype": "is not supported; activations are quantized to `dtype`",
+    "workspace": {
+        "resume": (
+            "is not supported: INC's history.snapshot is a pickle, which inc_flow does not read "
+            "(reading one runs code from the file). inc_flow resumes by itself: rerun the same "
+            "config with the same `tuning.workspace.path` (or `tuning.storage` and "
+            "`tuning.study_name`) and the study continues from its stored trials"
+        ),
     },
 }
 
