@@ -97,6 +97,11 @@ class OpSpace(Section):
         for name in algorithms or ():
             if name not in WEIGHT_ALGORITHMS:
                 p.add("weight.algorithm", not_one_of(name, WEIGHT_ALGORITHMS))
+        act_granularity = self.activation.granularity if self.activation is not None else None
+        if act_granularity is not None and "per_tensor" not in act_granularity:
+            message = "must allow 'per_tensor': activations are quantized per tensor (torch's"
+            message += " int8 kernels; INC's PyTorch capability is per_tensor only)"
+            p.add("activation.granularity", f"{message}, got {list(act_granularity)}")
         if self.weight is not None and self.weight.compute_dtype is not None:
             p.add("weight.compute_dtype", WEIGHT_COMPUTE_DTYPE)
         if self.activation is not None and self.activation.bit is not None:
