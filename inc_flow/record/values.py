@@ -25,12 +25,23 @@ def plan_params(plan: Plan) -> dict[str, str]:
         k.PARAM_ACT_ALGORITHM: first.act_algorithm if first else "-",
         k.PARAM_ACT_SCHEME: first.act_scheme if first else "-",
         k.PARAM_WEIGHT_GRANULARITY: first.weight_granularity if first else "-",
+        k.PARAM_WEIGHT_SCHEME: first.weight_scheme if first else "-",
+        k.PARAM_OP_OBSERVERS: _op_observers(int8),
         k.PARAM_N_INT8_OPS: str(len(int8)),
         k.PARAM_N_FP32_OPS: str(len(plan.ops) - len(int8)),
     }
     for op in plan.ops:
         params[k.op_param(op.name)] = op.dtype
     return params
+
+
+def _op_observers(int8: list) -> str:
+    """The int8 ops whose observers differ from the first int8 op's, or "-" (see keys)."""
+    ref = int8[0].observer_key if int8 else None
+    text = "; ".join(
+        f"{op.name}={','.join(op.observer_key)}" for op in int8 if op.observer_key != ref
+    )
+    return (text[: k.MAX_VALUE - 3] + "..." if len(text) > k.MAX_VALUE else text) or "-"
 
 
 def record_metrics(record: TrialRecord) -> dict[str, float]:
