@@ -19,6 +19,7 @@ import yaml
 from torch import nn
 
 from inc_flow.errors import SaveLoadError
+from inc_flow.model import inc_configure
 from inc_flow.quant.ao import quiet
 from inc_flow.quant.state import plain_state_dict, rebuild
 from inc_flow.quant.stats import format_statistics, op_statistics, statistics_frame
@@ -211,7 +212,8 @@ def load(
         raise SaveLoadError(
             f"`model` must be the fp32 torch.nn.Module, got {type(model).__name__}"
         )
-    data = read_configure(checkpoint_dir)
+    inc = inc_configure.read(checkpoint_dir)  # INC 1.x's own file, mapped; None: inc_flow's
+    data = read_configure(checkpoint_dir) if inc is None else inc
     plan = plan_from_configure(data)
     state = read_weights(Path(checkpoint_dir) / WEIGHTS_FILE)
     inputs = make_inputs(data.get("example_inputs") or [])
