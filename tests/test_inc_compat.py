@@ -11,6 +11,7 @@ import torch
 
 import inc_flow
 from inc_flow.assemble import search_space
+from inc_flow.config import inc_table
 from inc_flow.config.sections import Config
 from inc_flow.errors import ConfigError, SaveLoadError
 from inc_flow.quant.graph import convert, prepare
@@ -320,3 +321,42 @@ def test_load_names_what_it_cannot_map(inc_dir, tmp_path, edit, words) -> None:
     with pytest.raises(SaveLoadError) as e:
         inc_flow.load(tmp_path, TinyNet())
     assert words in str(e.value) and "best_configure.yaml" in str(e.value)
+
+
+# --- the README's INC compatibility table -----------------------------------------------------
+def test_every_inc_key_is_accepted_or_rejected_with_a_reason() -> None:
+    verdicts = {row[0]: row[2] for row in inc_table.rows()}
+    assert not [key for key, v in verdicts.items() if v == "unknown"]
+    assert verdicts["`tuning.workspace.resume`"].startswith("rejected: is not supported")
+    assert verdicts["`…_wise.<t>.bit`"].startswith("accepted")
+    assert verdicts["`…configs.kmp_affinity`"].startswith("rejected")
+
+
+def test_readme_table_is_the_generated_one() -> None:
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start, end = "<!-- inc-table:start -->\n", "<!-- inc-table:end -->"
+    assert start in readme and end in readme
+    copy = readme.split(start, 1)[1].split(end, 1)[0]
+    assert copy == inc_table.markdown(), "run `python -m inc_flow.config.inc_table` into README"
+
+
+def test_inc_example_configs_pass() -> None:
+    """Keys of INC's torchvision example configs (configs, sampling_size forms, model_wise)."""
+    c = Config.from_dict(
+        {
+            "model": {"name": "imagenet", "framework": "pytorch_fx"},
+            "quantization": {
+                "calibration": {"sampling_size": "50 100 500"},
+                "model_wise": {"weight": {"bit": 7.0}, "activation": {"algorithm": "minmax"}},
+            },
+            "evaluation": {
+                "accuracy": {"configs": {"cores_per_instance": 4, "num_of_instance": 1}},
+                "performance": {
+                    "configs": {"cores_per_instance": 4, "intra_num_of_threads": 2},
+                    "warmup": 5,
+                    "iteration": 10,
+                },
+            },
+        }
+    )
+    assert c.evaluation.performance.configs.threads == 2

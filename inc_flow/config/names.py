@@ -109,6 +109,7 @@ INC_UNSUPPORTED: dict[str, dict[str, str]] = {
     }
     | {
         "use_bf16": "is not supported: inc_flow produces int8/fp32 models only",
+        "model_conversion": "is not supported (INC's TensorFlow QAT model conversion)",
         "optimization_level": "is not supported (an INC TensorFlow/ONNX option)",
         "train": "is not supported; set `Quantization.q_func` in Python for training",
     },
@@ -131,6 +132,12 @@ INC_UNSUPPORTED: dict[str, dict[str, str]] = {
         "postprocess": "is not used for performance; put it under `evaluation.accuracy`",
     },
     "dataloader": {"distributed": "is not supported: inc_flow tunes in one process"},
+    "configs": {
+        "kmp_affinity": (
+            "is not supported: OpenMP reads KMP_AFFINITY once, when the process starts; "
+            "export KMP_AFFINITY before running inc_flow instead"
+        ),
+    },
     "strategy": {
         k: "is not supported (an option of INC strategies inc_flow does not have)"
         for k in (
