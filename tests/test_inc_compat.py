@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import inc_flow
+from examples.lenet.model import LeNet
 from inc_flow.assemble import search_space
 from inc_flow.config import inc_table
 from inc_flow.config.sections import Config
@@ -360,3 +362,42 @@ def test_inc_example_configs_pass() -> None:
         }
     )
     assert c.evaluation.performance.configs.threads == 2
+
+
+# --- end to end: the config reaches the saved model -----------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="needs Fashion-MNIST"
+)
+def test_op_wise_observers_reach_the_saved_configure(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    conf = yaml.safe_load((ROOT / "conf" / "lenet_static.yaml").read_text())
+    conf["model"]["weights"] = str(ROOT / "examples/lenet/lenet_fmnist.pt")
+    conf["quantization"]["calibration"]["sampling_size"] = "64 128"
+    conf["quantization"]["op_wise"] = {
+        "conv1": {
+            "activation": {"algorithm": ["kl"], "scheme": ["sym"]},
+            "weight": {"granularity": ["per_tensor"], "bit": 7.0},
+        }
+    }
+    conf["quantization"]["optype_wise"] = {"Linear": {"weight": {"scheme": ["asym"]}}}
+    conf["evaluation"]["accuracy"]["iteration"] = 1
+    conf["evaluation"]["performance"]["iteration"] = 2
+    conf["tuning"]["workspace"]["path"] = str(tmp_path / "ws")
+    conf["tuning"]["exit_policy"].update(max_trials=1, performance_only=True)
+    conf["tracking"] = {"enabled": False}
+    q = inc_flow.quantize(conf).q_model
+    assert q is not None
+    q.save(tmp_path / "out")
+    saved = yaml.safe_load((tmp_path / "out" / "best_configure.yaml").read_text())
+    ops = {op["name"]: op for op in saved["op"]}
+    assert ops["conv1"]["activation"]["algorithm"] == "kl"
+    assert ops["conv1"]["activation"]["scheme"] == "sym"
+    assert ops["conv1"]["weight"]["granularity"] == "per_tensor"
+    assert ops["conv2"]["activation"]["algorithm"] == "minmax"  # the global default
+    assert ops["fc1"]["weight"]["scheme"] == ops["fc2"]["weight"]["scheme"] == "asym"
+    assert ops["conv2"]["weight"]["scheme"] == "sym"
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.equal(inc_flow.load(tmp_path / "out", LeNet())(x), q.model(x))
