@@ -64,9 +64,11 @@ def _tuple(loader: IncLoader, node: yaml.Node) -> tuple:
 
 
 def _refuse(loader: IncLoader, suffix: str, node: yaml.Node) -> Any:
+    line = node.start_mark.line + 1
     raise SaveLoadError(
-        f"{loader.file!r} holds the python tag !!python/{suffix} (line {node.start_mark.line + 1})"
-        ": refused, only !!python/tuple is read; nothing from the file was executed"
+        f"{loader.file!r} is not valid yaml for inc_flow: it holds the python tag "
+        f"!!python/{suffix} (line {line}), refused; only !!python/tuple (INC's op keys) is "
+        "read, and nothing from the file was executed"
     )
 
 
