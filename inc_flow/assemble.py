@@ -100,12 +100,43 @@ def _act_algorithms(act: Any, approach: str) -> tuple[str, ...]:
     return ("minmax",) if approach == Approach.QAT else ("minmax", "kl")
 
 
+# config tensor field -> the OpPlan setting it constrains
+_SETTING_OF = {
+    ("activation", "algorithm"): "act_algorithm",
+    ("activation", "scheme"): "act_scheme",
+    ("weight", "granularity"): "weight_granularity",
+    ("weight", "scheme"): "weight_scheme",
+}
+
+
 def search_space(cfg: Config, ops: list[tuple[str, str]], approach: str) -> SearchSpace:
-    """The search space of ``ops`` (name, op type) under the config's tuning space."""
+    """The search space of ``ops`` (name, op type) under the config's tuning space: model_wise
+    gives the global choices, an op whose op_wise/optype_wise entry allows other values gets
+    them as its own constraint (see ``SearchSpace.op_settings``)."""
     q = cfg.quantization
     allowed: dict[str, tuple[str, ...]] = {}
+    model_wise = q.model_wise
+    act = model_wise.activation if model_wise is not None else None
+    weight = model_wise.weight if model_wise is not None else None
+    globals_ = {
+        "act_algorithm": _act_algorithms(act, approach),
+        "act_scheme": tuple(act.scheme) if act is not None and act.scheme else ("asym",),
+        "weight_granularity": (
+            tuple(weight.granularity)
+            if weight is not None and weight.granularity
+            else ("per_channel", "per_tensor")
+        ),
+        "weight_scheme": tuple(weight.scheme)
+        if weight is not None and weight.scheme
+        else ("sym",),
+    }
+    op_settings: dict[str, dict[str, tuple[str, ...]]] = {}
     for name, op_type in ops:
         space = cfg.op_space_for(name, op_type)
+        for (tensor, key), setting in _SETTING_OF.items():
+            values = getattr(getattr(space, tensor), key)
+            if values is not None and tuple(values) != globals_[setting]:
+                op_settings.setdefault(name, {})[setting] = tuple(values)
         dtypes: set[str] = set()
         for tensor in (space.activation, space.weight):
             if tensor is not None and tensor.dtype is not None:
@@ -114,19 +145,14 @@ def search_space(cfg: Config, ops: list[tuple[str, str]], approach: str) -> Sear
             allowed[name] = ("fp32",)
         elif dtypes == {"int8"}:
             allowed[name] = ("int8",)
-    model_wise = q.model_wise
-    act = model_wise.activation if model_wise is not None else None
-    weight = model_wise.weight if model_wise is not None else None
     return SearchSpace(
         ops=tuple(ops),
         allowed_dtypes=allowed,
-        act_algorithms=_act_algorithms(act, approach),
-        act_schemes=tuple(act.scheme) if act is not None and act.scheme else ("asym",),
-        weight_granularities=(
-            tuple(weight.granularity)
-            if weight is not None and weight.granularity
-            else ("per_channel", "per_tensor")
-        ),
+        act_algorithms=globals_["act_algorithm"],
+        act_schemes=globals_["act_scheme"],
+        weight_granularities=globals_["weight_granularity"],
+        weight_schemes=globals_["weight_scheme"],
+        op_settings=op_settings,
         backends=tuple(q.backend),
         approach=approach,
         framework=cfg.model.framework,

@@ -252,7 +252,6 @@ tuning:
   random_seed: 9527
   workspace:
     path: ./nc_workspace/toy
-    resume: ./nc_workspace/toy/history.snapshot
   storage: sqlite:///toy.db
   study_name: toy
 tracking:
@@ -390,7 +389,7 @@ REJECTED = [
      "quantization.optype_wise.Conv2d.weight.dtype"),
     (Q(**op_wise(conv1={"activation": {"dtype": "fp32"}})), f"{QOW}.conv1.activation.dtype"),
     (Q(**op_wise(**{"conv[": {"activation": {"dtype": ["fp32"]}}})), f"{QOW}.conv["),
-    (Q(**op_wise(conv1={"weight": {"bit": [7.0]}})), f"{QOW}.conv1.weight.bit"),
+    (Q(**op_wise(conv1={"weight": {"bit": [4.0]}})), f"{QOW}.conv1.weight.bit"),
     (Q(**op_wise(conv1={"activaton": {"dtype": ["fp32"]}})), f"{QOW}.conv1.activaton"),
     (Q(op_wise=["conv1"]), "quantization.op_wise"),
     # dataloaders and datasets

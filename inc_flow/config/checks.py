@@ -154,12 +154,12 @@ def check_ints(
     minimum: int = 1,
     optional: bool = False,
 ) -> Any:
-    """A list of ints >= ``minimum`` (or an INC-style "1, 28, 28" string) as a tuple."""
+    """A list of ints >= ``minimum`` (or an INC-style "1, 28, 28" / "50 100 500" string)."""
     if value is None and optional:
         return None
     if isinstance(value, str):
         try:
-            value = [int(v) for v in value.split(",") if v.strip()]
+            value = [int(v) for v in re.split(r"[,\s]+", value) if v]  # "1, 2" or "1 2"
         except ValueError:
             p.add(path, f"must be a list of ints, got {show(value)}")
             return value

@@ -21,6 +21,7 @@ TENSOR_DTYPES = (
     "float32", "float64", "float16", "bfloat16", "int8", "uint8", "int32", "int64", "bool",
 )  # fmt: skip
 INTERPOLATIONS = ("bilinear", "nearest", "bicubic")
+DEFAULT_QCONFIG = "default_qconfig"  # INC's op_wise key for the ops no other entry sets
 
 
 class _Required:
@@ -108,6 +109,7 @@ INC_UNSUPPORTED: dict[str, dict[str, str]] = {
     }
     | {
         "use_bf16": "is not supported: inc_flow produces int8/fp32 models only",
+        "model_conversion": "is not supported (INC's TensorFlow QAT model conversion)",
         "optimization_level": "is not supported (an INC TensorFlow/ONNX option)",
         "train": "is not supported; set `Quantization.q_func` in Python for training",
     },
@@ -130,6 +132,12 @@ INC_UNSUPPORTED: dict[str, dict[str, str]] = {
         "postprocess": "is not used for performance; put it under `evaluation.accuracy`",
     },
     "dataloader": {"distributed": "is not supported: inc_flow tunes in one process"},
+    "configs": {
+        "kmp_affinity": (
+            "is not supported: OpenMP reads KMP_AFFINITY once, when the process starts; "
+            "export KMP_AFFINITY before running inc_flow instead"
+        ),
+    },
     "strategy": {
         k: "is not supported (an option of INC strategies inc_flow does not have)"
         for k in (
@@ -142,9 +150,13 @@ INC_UNSUPPORTED: dict[str, dict[str, str]] = {
             "hawq_v2_loss",
         )
     },  # fmt: skip
-    "tensor": {
-        "bit": "is not supported (an INC TensorFlow option)",
-        "compute_dtype": "is not supported; activations are quantized to `dtype`",
+    "workspace": {
+        "resume": (
+            "is not supported: INC's history.snapshot is a pickle, which inc_flow does not read "
+            "(reading one runs code from the file). inc_flow resumes by itself: rerun the same "
+            "config with the same `tuning.workspace.path` (or `tuning.storage` and "
+            "`tuning.study_name`) and the study continues from its stored trials"
+        ),
     },
 }
 

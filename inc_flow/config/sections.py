@@ -38,7 +38,6 @@ from inc_flow.config.checks import (
     check_seed,
     check_storage,
     check_str,
-    check_text,
     check_tracking_uri,
     check_version,
     check_workspace,
@@ -46,7 +45,7 @@ from inc_flow.config.checks import (
     sqlite_folder,
 )
 from inc_flow.config.instances import InstanceConfig
-from inc_flow.config.names import DATASETS
+from inc_flow.config.names import DATASETS, DEFAULT_QCONFIG
 from inc_flow.config.naming import (
     check_derived_names,
     check_name,
@@ -132,14 +131,17 @@ class QuantizationConfig(Section):
         """The settings allowed for one op, resolved field by field as in INC.
 
         ``op_wise`` (the exact op name, else the first key, in yaml order, that fully matches
-        as a regex) beats ``optype_wise[op_type]``, which beats ``model_wise``. The result has
+        as a regex) beats ``optype_wise[op_type]``, which beats ``op_wise.default_qconfig``
+        (INC's FX default for the ops not listed), which beats ``model_wise``. The result has
         both tensors; a field left None is unconstrained.
         """
-        op_entry = self.op_wise.get(name)
+        listed = {k: s for k, s in self.op_wise.items() if k != DEFAULT_QCONFIG}
+        op_entry = listed.get(name)
         if op_entry is None:
-            op_entry = next((s for k, s in self.op_wise.items() if re.fullmatch(k, name)), None)
+            op_entry = next((s for k, s in listed.items() if re.fullmatch(k, name)), None)
         weight, activation = TensorSpace(), TensorSpace()
-        for layer in (self.model_wise, self.optype_wise.get(op_type), op_entry):
+        default = self.op_wise.get(DEFAULT_QCONFIG)
+        for layer in (self.model_wise, default, self.optype_wise.get(op_type), op_entry):
             if layer is not None and layer.weight is not None:
                 weight = layer.weight.over(weight)
             if layer is not None and layer.activation is not None:
@@ -240,10 +242,12 @@ class ExitPolicy(Section):
 
 @dataclass(frozen=True)
 class WorkspaceConfig(Section):
-    """INC ``tuning.workspace``: where tuning writes; ``resume`` as in INC."""
+    """INC ``tuning.workspace``: where tuning writes (INC's ``resume`` is rejected: a rerun of
+    the same config resumes its study)."""
 
     path: str = checked("./nc_workspace", check_workspace)
-    resume: str | None = checked(None, check_text, optional=True)
+
+    _SECTION: ClassVar[str] = "workspace"
 
 
 @dataclass(frozen=True)

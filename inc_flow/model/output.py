@@ -24,7 +24,7 @@ import yaml
 from torch import nn
 
 from inc_flow.errors import SaveLoadError
-from inc_flow.model import atomic
+from inc_flow.model import atomic, inc_configure
 from inc_flow.model.configure import (
     CONFIGURE_FILE,
     FORMAT_VERSION,
@@ -282,7 +282,8 @@ def load(
         )
     directory = Path(checkpoint_dir)
     _interrupted(directory)
-    data = read_configure(directory)
+    inc = inc_configure.read(directory)  # INC 1.x's own file, mapped; None: inc_flow's
+    data = read_configure(directory) if inc is None else inc
     plan = plan_from_configure(data, directory / CONFIGURE_FILE)
     state = read_weights(directory / WEIGHTS_FILE)
     verify_weights(directory, data, state)

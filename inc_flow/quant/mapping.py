@@ -97,7 +97,7 @@ def plan_to_mapping(plan: Plan, prefix: str = "") -> QConfigMapping:
     """Translate a plan into a ``QConfigMapping``.
 
     The global qconfig (for functional ops such as ``add`` that have no module) is the first
-    int8 op's setting, so fallbacks of single modules do not also drop the ops around them.
+    op's setting (as int8), so fallbacks of single modules do not also drop the ops around them.
     Fixed-qparams ops (sigmoid, tanh, softmax) keep torch's backend defaults.
 
     Args:
@@ -113,8 +113,9 @@ def plan_to_mapping(plan: Plan, prefix: str = "") -> QConfigMapping:
             mapping = get_default_qconfig_mapping(plan.backend)
     ops = [op for op in plan.ops if op.name.startswith(prefix)]
     # convert_fx requires the same global qconfig as prepare_fx, so it comes from the
-    # calibration plan (every op int8), not from this plan's fallbacks.
-    first = next((op for op in plan.ops if op.quantized), plan.ops[0] if plan.ops else None)
+    # calibration plan (every op int8), not from this plan's fallbacks: the first op's
+    # settings, which canonical plans keep whatever its dtype (ops may differ per op).
+    first = plan.ops[0] if plan.ops else None
     if plan.approach == Approach.DYNAMIC or first is None:
         mapping.set_global(None)
     else:

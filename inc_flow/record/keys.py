@@ -59,6 +59,10 @@ PARAM_FRAMEWORK: Final = "framework"
 PARAM_ACT_ALGORITHM: Final = "act_algorithm"
 PARAM_ACT_SCHEME: Final = "act_scheme"
 PARAM_WEIGHT_GRANULARITY: Final = "weight_granularity"
+PARAM_WEIGHT_SCHEME: Final = "weight_scheme"
+# int8 ops whose observers differ from the plan's (those most int8 ops hold), by per-op config:
+# "conv1=kl,sym,per_tensor,sym; ..." (act_algorithm, act_scheme, weight granularity, scheme)
+PARAM_OP_OBSERVERS: Final = "op_observers"
 PARAM_N_INT8_OPS: Final = "n_int8_ops"
 PARAM_N_FP32_OPS: Final = "n_fp32_ops"
 OP_PREFIX: Final = "op."  # one param per op: op.<op name> = int8 | fp32

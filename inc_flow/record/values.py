@@ -15,9 +15,10 @@ from inc_flow.search.speed import FP32
 
 
 def plan_params(plan: Plan) -> dict[str, str]:
-    """The plan as flat params: approach, backend, observer settings, one ``op.<name>``."""
+    """The plan as flat params: approach, backend, observer settings (those most int8 ops
+    hold; ``op_observers`` lists the ops holding others), one ``op.<name>`` per op."""
     int8 = [op for op in plan.ops if op.quantized]
-    first = int8[0] if int8 else None
+    first = _most_common(int8)
     params = {
         k.PARAM_APPROACH: plan.approach,
         k.PARAM_BACKEND: plan.backend,
@@ -25,12 +26,29 @@ def plan_params(plan: Plan) -> dict[str, str]:
         k.PARAM_ACT_ALGORITHM: first.act_algorithm if first else "-",
         k.PARAM_ACT_SCHEME: first.act_scheme if first else "-",
         k.PARAM_WEIGHT_GRANULARITY: first.weight_granularity if first else "-",
+        k.PARAM_WEIGHT_SCHEME: first.weight_scheme if first else "-",
+        k.PARAM_OP_OBSERVERS: _op_observers(int8),
         k.PARAM_N_INT8_OPS: str(len(int8)),
         k.PARAM_N_FP32_OPS: str(len(plan.ops) - len(int8)),
     }
     for op in plan.ops:
         params[k.op_param(op.name)] = op.dtype
     return params
+
+
+def _most_common(int8: list) -> Any:
+    """The int8 op holding the observer setting most int8 ops hold (the first on ties)."""
+    keys = [op.observer_key for op in int8]
+    return max(int8, key=lambda op: keys.count(op.observer_key), default=None)
+
+
+def _op_observers(int8: list) -> str:
+    """The int8 ops whose observers differ from the plan's (most common) ones, or "-"."""
+    ref = _most_common(int8).observer_key if int8 else None
+    text = "; ".join(
+        f"{op.name}={','.join(op.observer_key)}" for op in int8 if op.observer_key != ref
+    )
+    return (text[: k.MAX_VALUE - 3] + "..." if len(text) > k.MAX_VALUE else text) or "-"
 
 
 def record_metrics(record: TrialRecord) -> dict[str, float]:

@@ -29,6 +29,13 @@ def _check(name: str, value: Any, allowed: tuple) -> None:
         raise PlanError(f"`{name}` must be one of {list(allowed)}, got {name}={value!r}")
 
 
+def _has_settings(data: Any) -> bool:
+    """True when an op's dict gives observer settings besides its dtype."""
+    act = data.get("activation") or {} if isinstance(data, dict) else {}
+    weight = data.get("weight") or {} if isinstance(data, dict) else {}
+    return bool({"algorithm", "scheme"} & set(act) or {"granularity", "scheme"} & set(weight))
+
+
 @dataclass(frozen=True)
 class OpPlan:
     """How one quantizable op is executed.
@@ -106,12 +113,13 @@ class OpPlan:
     def from_dict(cls, data: dict[str, Any]) -> OpPlan:
         weight = data.get("weight") or {}
         act = data.get("activation") or {}
-        if act.get("dtype") == "fp32" or weight.get("dtype") == "fp32":
+        fp32 = act.get("dtype") == "fp32" or weight.get("dtype") == "fp32"
+        if fp32 and not _has_settings(data):
             return cls(name=str(data["name"]), op_type=str(data["type"]), dtype="fp32")
         return cls(
             name=str(data["name"]),
             op_type=str(data["type"]),
-            dtype="int8",
+            dtype="fp32" if fp32 else "int8",
             act_algorithm=act.get("algorithm", "minmax"),
             act_scheme=act.get("scheme", "asym"),
             weight_granularity=weight.get("granularity", "per_channel"),
@@ -190,12 +198,24 @@ class Plan:
 
     # --- serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """An fp32 op is ``{dtype: fp32}`` (INC's layout) unless its observer settings differ
+        from the first int8 op's (per-op constraints): then they are written too, so that
+        ``from_dict`` rebuilds the calibration plan tuning used."""
+        ref = next((op for op in self.ops if op.quantized), None)
+        ops = []
+        for op in self.ops:
+            entry = op.to_dict()
+            if not op.quantized and ref is not None and op.settings() != ref.settings():
+                full = replace(op, dtype="int8").to_dict()
+                for tensor in ("weight", "activation"):
+                    entry[tensor] = {**full[tensor], "dtype": "fp32"}
+            ops.append(entry)
         return {
             "format_version": PLAN_FORMAT_VERSION,
             "approach": self.approach,
             "backend": self.backend,
             "framework": self.framework,
-            "ops": [op.to_dict() for op in self.ops],
+            "ops": ops,
         }
 
     @classmethod
@@ -205,7 +225,8 @@ class Plan:
             raise PlanError(
                 f"`format_version` must be {PLAN_FORMAT_VERSION}, got format_version={version!r}"
             )
-        ops = tuple(OpPlan.from_dict(op) for op in data.get("ops", []))
+        raw = data.get("ops", [])
+        ops = tuple(OpPlan.from_dict(op) for op in raw)
         # An fp32 op is stored as {dtype: fp32} only. Give it the observer settings of the
         # plan's int8 ops back (what SearchSpace.canonical gave it when tuning), so that
         # calibration_plan() -- and with it the global qconfig and the prepared model that
@@ -213,8 +234,11 @@ class Plan:
         # fp32 prepares with per_channel defaults and convert_fx refuses it ("Expected global
         # qconfigs to be the same in the prepare and convert quantization configs").
         ref = next((op for op in ops if op.quantized), None)
-        if ref is not None:
-            ops = tuple(op if op.quantized else replace(op, **ref.settings()) for op in ops)
+        if ref is not None:  # fp32 ops written with their own settings keep them
+            ops = tuple(
+                op if op.quantized or _has_settings(r) else replace(op, **ref.settings())
+                for op, r in zip(ops, raw, strict=True)
+            )
         return cls(
             ops=ops,
             approach=data.get("approach", Approach.STATIC.value),

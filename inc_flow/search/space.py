@@ -4,14 +4,20 @@ No torch, no optuna import: ``suggest`` only calls ``trial.suggest_categorical``
 
 Parameters (each only when it has more than one choice):
 
-* ``backend``, ``act_algorithm``, ``act_scheme`` (static PTQ and QAT only: dynamic PTQ has
-  no activation observer), ``weight_granularity`` -- global, shared by every int8 op;
-* ``op:<name>`` -- ``int8`` or ``fp32`` for each op whose dtype is not fixed.
+* ``backend``, ``weight_granularity``, ``weight_scheme``, ``act_algorithm``, ``act_scheme``
+  (the last two static PTQ and QAT only: dynamic PTQ has no activation observer) -- global,
+  taken by every op the config does not constrain otherwise;
+* ``op:<name>`` -- ``int8`` or ``fp32`` for each op whose dtype is not fixed;
+* ``<setting>:<name>`` (``act_algorithm:conv1``) -- an op's own choice, when its config
+  (INC's ``op_wise``/``optype_wise``) allows several values other than the global ones. A
+  single allowed value pins the op's setting (no parameter). ``allowed(op)`` lists them all.
 
-Plans are canonical: fp32 ops carry the plan's global observer settings (so every fallback
-set of one observer setting shares one ``Plan.calibration_key()``), and a plan without any
-int8 op carries the default settings (an all-fp32 model is the same whatever its observers).
-Equal canonical plans are the same trial; the tuner never evaluates one twice.
+Plans are canonical: an op taking a global setting holds the plan's value of it (that of its
+first int8 op taking it), fp32 ops hold their int8 values (so every fallback set of one
+observer setting shares one ``Plan.calibration_key()``; an op's own free choice is its first
+value while it is fp32), and a plan without any int8 op carries the default settings (an
+all-fp32 model is the same whatever its observers). Equal canonical plans are the same trial;
+the tuner never evaluates one twice.
 """
 
 from __future__ import annotations
@@ -22,22 +28,28 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from inc_flow.errors import PlanError
-from inc_flow.search.plan import (
-    ACT_ALGORITHMS,
-    APPROACHES,
-    BACKENDS,
-    DTYPES,
-    FRAMEWORKS,
-    GRANULARITIES,
-    SCHEMES,
-    OpPlan,
-    Plan,
+from inc_flow.search.perop import (
+    ACT_SETTINGS,
+    PARAM_SEP,
+    SETTINGS,
+    check_op_settings,
+    count_plans,
 )
+from inc_flow.search.perop import choices as _choices
+from inc_flow.search.plan import APPROACHES, BACKENDS, DTYPES, FRAMEWORKS, OpPlan, Plan
 from inc_flow.vocab import Approach, Backend, Framework
 
 DYNAMIC = Approach.DYNAMIC
 OP_PREFIX = "op:"
 SEED_PHASES = ("default", "observer", "op_type", "single_op", "accumulated")
+GLOBAL_ATTRS = {
+    "act_algorithm": "act_algorithms",
+    "act_scheme": "act_schemes",
+    "weight_granularity": "weight_granularities",
+    "weight_scheme": "weight_schemes",
+}
+GLOBAL_ORDER = ("weight_granularity", "weight_scheme", "act_algorithm", "act_scheme")
+DYNAMIC_ACT = {"act_algorithm": "minmax", "act_scheme": "asym"}  # no activation observer
 
 
 class TrialLike(Protocol):
@@ -46,19 +58,9 @@ class TrialLike(Protocol):
     def suggest_categorical(self, name: str, choices: Sequence[Any]) -> Any: ...
 
 
-def _choices(name: str, values: Sequence[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
-    values = tuple(dict.fromkeys(values))
-    if not values:
-        raise PlanError(f"`{name}` must not be empty, got {name}={values!r}")
-    bad = [v for v in values if v not in allowed]
-    if bad:
-        raise PlanError(f"`{name}` values must be in {list(allowed)}, got {name}={list(values)}")
-    return values
-
-
 @dataclass(frozen=True)
 class SearchSpace:
-    """Per-op dtype choices and global observer/backend choices of one model.
+    """Per-op dtype choices, global observer/backend choices, and per-op observer constraints.
 
     Args:
         ops: quantizable ops as (name, op_type), in graph order.
@@ -70,6 +72,11 @@ class SearchSpace:
         backends: quantized engines; the first is the default.
         approach: one of ``plan.APPROACHES``.
         framework: ``pytorch_fx`` or ``pytorch``.
+        weight_schemes: weight schemes; the first is the default.
+        op_settings: op name -> {setting: allowed values} for the ops whose config (INC's
+            ``op_wise``/``optype_wise``) differs from the global choices: one value pins the
+            setting for that op, several are that op's own parameter ``<setting>:<op>``.
+            Settings are the keys of :data:`inc_flow.search.perop.SETTINGS`.
     """
 
     ops: tuple[tuple[str, str], ...]
@@ -80,6 +87,8 @@ class SearchSpace:
     backends: tuple[str, ...] = (Backend.X86.value,)
     approach: str = Approach.STATIC.value
     framework: str = Framework.FX.value
+    weight_schemes: tuple[str, ...] = ("sym",)
+    op_settings: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ops = tuple((str(n), str(t)) for n, t in self.ops)
@@ -103,30 +112,59 @@ class SearchSpace:
         set_ = object.__setattr__
         set_(self, "ops", ops)
         set_(self, "allowed_dtypes", dtypes)
-        set_(
-            self, "act_algorithms", _choices("act_algorithms", self.act_algorithms, ACT_ALGORITHMS)
-        )
-        set_(
-            self,
-            "weight_granularities",
-            _choices("weight_granularities", self.weight_granularities, GRANULARITIES),
-        )
-        set_(self, "act_schemes", _choices("act_schemes", self.act_schemes, SCHEMES))
+        for name, attr in GLOBAL_ATTRS.items():
+            set_(self, attr, _choices(attr, getattr(self, attr), SETTINGS[name]))
         set_(self, "backends", _choices("backends", self.backends, BACKENDS))
+        set_(self, "op_settings", check_op_settings(self.op_settings, names))
+
+    # --- per-op constraints ------------------------------------------------------------
+    def _global(self, setting: str) -> tuple[str, ...]:
+        if self.approach == DYNAMIC and setting in ACT_SETTINGS:
+            return (DYNAMIC_ACT[setting],)
+        return getattr(self, GLOBAL_ATTRS[setting])
+
+    def allowed(self, op: str) -> dict[str, tuple[str, ...]]:
+        """What ``op`` may be: ``dtype`` and every observer setting, each a tuple of values
+        (the first is the default). Search strategies must keep each op within these."""
+        out = {"dtype": self.allowed_dtypes[op]}
+        own = self.op_settings.get(op, {})
+        for setting in SETTINGS:
+            follows = self.follows_global(op, setting)
+            out[setting] = self._global(setting) if follows else own[setting]
+        return out
+
+    def follows_global(self, op: str, setting: str) -> bool:
+        """True when ``op`` takes the trial-wide value of ``setting`` (no own constraint)."""
+        if self.approach == DYNAMIC and setting in ACT_SETTINGS:
+            return True
+        own = self.op_settings.get(op, {}).get(setting)
+        return own is None or own == self._global(setting)
+
+    def _own_params(self) -> dict[str, tuple[str, ...]]:
+        """``<setting>:<op>`` -> choices for every op setting with its own choice."""
+        out = {}
+        for op, _ in self.ops:
+            for setting in SETTINGS:
+                values = self.allowed(op)[setting]
+                if not self.follows_global(op, setting) and len(values) > 1:
+                    out[f"{setting}{PARAM_SEP}{op}"] = values
+        return out
 
     # --- parameters --------------------------------------------------------------------
     def choices(self) -> dict[str, tuple[str, ...]]:
-        """Every Optuna parameter with its choices, in suggestion order (globals, then ops)."""
+        """Every Optuna parameter with its choices, in suggestion order: globals (only when
+        some op follows them), op dtypes, then per-op settings."""
         result: dict[str, tuple[str, ...]] = {}
-        globals_ = [("backend", self.backends), ("weight_granularity", self.weight_granularities)]
-        if self.approach != DYNAMIC:
-            globals_ += [("act_algorithm", self.act_algorithms), ("act_scheme", self.act_schemes)]
-        for name, values in globals_:
-            if len(values) > 1:
-                result[name] = values
+        if len(self.backends) > 1:
+            result["backend"] = self.backends
+        for setting in GLOBAL_ORDER:
+            values = self._global(setting)
+            if len(values) > 1 and any(self.follows_global(n, setting) for n, _ in self.ops):
+                result[setting] = values
         for name, _ in self.ops:
             if len(self.allowed_dtypes[name]) > 1:
                 result[OP_PREFIX + name] = self.allowed_dtypes[name]
+        result.update(self._own_params())
         return result
 
     def tunable_ops(self) -> tuple[str, ...]:
@@ -135,10 +173,23 @@ class SearchSpace:
 
     def n_plans(self) -> int:
         """Number of distinct canonical plans in the space."""
-        n_global = math.prod(len(v) for k, v in self.choices().items() if k[:3] != OP_PREFIX)
-        n_dtypes = math.prod(len(self.allowed_dtypes[n]) for n, _ in self.ops)
-        all_fp32 = int(all("fp32" in self.allowed_dtypes[n] for n, _ in self.ops))
-        return n_global * (n_dtypes - all_fp32) + all_fp32
+        names = [n for n, _ in self.ops]
+        sizes = {"backend": len(self.backends)}
+        followers = {"backend": frozenset(names)}
+        for setting in SETTINGS:
+            sizes[setting] = len(self._global(setting))
+            followers[setting] = frozenset(n for n in names if self.follows_global(n, setting))
+        own = self._own_params()
+        ops = [
+            (
+                n,
+                "fp32" in self.allowed_dtypes[n],
+                "int8" in self.allowed_dtypes[n],
+                math.prod(len(v) for k, v in own.items() if k.endswith(PARAM_SEP + n)),
+            )
+            for n in names
+        ]
+        return count_plans(sizes, followers, ops)
 
     def suggest(self, trial: TrialLike) -> Plan:
         """Ask ``trial`` for every parameter and return the canonical plan."""
@@ -149,7 +200,8 @@ class SearchSpace:
 
     def plan_from_params(self, params: Mapping[str, Any]) -> Plan:
         """Canonical plan from Optuna params; missing params take their default/fixed value."""
-        unknown = sorted(set(params) - set(self.choices()))
+        choices = self.choices()
+        unknown = sorted(set(params) - set(choices))
         if unknown:
             raise PlanError(f"unknown search parameters {unknown}")
 
@@ -159,41 +211,50 @@ class SearchSpace:
                 raise PlanError(f"`{name}` must be one of {list(values)}, got {name}={value!r}")
             return value
 
-        settings = {
-            "act_algorithm": pick("act_algorithm", self.act_algorithms),
-            "act_scheme": pick("act_scheme", self.act_schemes),
-            "weight_granularity": pick("weight_granularity", self.weight_granularities),
-        }
-        if self.approach == DYNAMIC:
-            settings.update(act_algorithm="minmax", act_scheme="asym")
-        ops = tuple(
-            OpPlan(
-                name=n, op_type=t, dtype=pick(OP_PREFIX + n, self.allowed_dtypes[n]), **settings
-            )
-            for n, t in self.ops
-        )
+        globals_ = {s: pick(s, self._global(s)) for s in SETTINGS}
+        ops = []
+        for n, t in self.ops:
+            allowed = self.allowed(n)
+            settings = {
+                s: globals_[s]
+                if self.follows_global(n, s)
+                else pick(f"{s}{PARAM_SEP}{n}", allowed[s])
+                for s in SETTINGS
+            }
+            dtype = pick(OP_PREFIX + n, self.allowed_dtypes[n])
+            ops.append(OpPlan(name=n, op_type=t, dtype=dtype, **settings))
         plan = Plan(
-            ops=ops,
+            ops=tuple(ops),
             approach=self.approach,
             backend=pick("backend", self.backends),
             framework=self.framework,
         )
         return self.canonical(plan)
 
+    def _global_values(self, plan: Plan) -> dict[str, str]:
+        """The plan's trial-wide value of each setting: that of its first int8 op following
+        the setting, else the default."""
+        out = {}
+        for setting in SETTINGS:
+            values = (
+                getattr(op, setting)
+                for op in plan.ops
+                if op.quantized and self.follows_global(op.name, setting)
+            )
+            out[setting] = next(values, self._global(setting)[0])
+        return out
+
     def params_for(self, plan: Plan) -> dict[str, str]:
         """Optuna params of ``plan`` (for ``enqueue_trial``); the inverse of plan_from_params."""
         plan = self.canonical(plan)
-        first = next((op for op in plan.ops if op.quantized), self._default_op_settings())
-        values = {
-            "backend": plan.backend,
-            "act_algorithm": first.act_algorithm,
-            "act_scheme": first.act_scheme,
-            "weight_granularity": first.weight_granularity,
-        }
+        values = {"backend": plan.backend, **self._global_values(plan)}
         params: dict[str, str] = {}
         for name in self.choices():
             if name.startswith(OP_PREFIX):
                 params[name] = plan.op(name[len(OP_PREFIX) :]).dtype
+            elif PARAM_SEP in name:
+                setting, op = name.split(PARAM_SEP, 1)
+                params[name] = getattr(plan.op(op), setting)
             else:
                 params[name] = values[name]
         return params
@@ -202,24 +263,22 @@ class SearchSpace:
         """The canonical form of ``plan`` (see the module docstring)."""
         if [(op.name, op.op_type) for op in plan.ops] != list(self.ops):
             raise PlanError("`plan` ops do not match the search space ops")
-        first = next((op for op in plan.ops if op.quantized), None)
-        if first is None:
-            ref = self._default_op_settings()
+        if not any(op.quantized for op in plan.ops):
             plan = replace(plan, backend=self.backends[0])
-        else:
-            ref = first
-        settings = ref.settings()
-        return replace(plan, ops=tuple(replace(op, **settings) for op in plan.ops))
-
-    def _default_op_settings(self) -> OpPlan:
-        dynamic = self.approach == DYNAMIC
-        return OpPlan(
-            name="_",
-            op_type="_",
-            act_algorithm="minmax" if dynamic else self.act_algorithms[0],
-            act_scheme="asym" if dynamic else self.act_schemes[0],
-            weight_granularity=self.weight_granularities[0],
-        )
+        globals_ = self._global_values(plan)
+        ops = []
+        for op in plan.ops:
+            allowed = self.allowed(op.name)
+            settings = {}
+            for s in SETTINGS:
+                if self.follows_global(op.name, s):
+                    settings[s] = globals_[s]
+                elif op.quantized and getattr(op, s) in allowed[s]:
+                    settings[s] = getattr(op, s)
+                else:
+                    settings[s] = allowed[s][0]
+            ops.append(replace(op, **settings))
+        return replace(plan, ops=tuple(ops))
 
     # --- seeds -------------------------------------------------------------------------
     def default_plan(self) -> Plan:
@@ -228,7 +287,7 @@ class SearchSpace:
 
     def observer_variants(self) -> list[Plan]:
         """The default plan with the other activation observer (``kl`` when allowed)."""
-        if self.approach == DYNAMIC or len(self.act_algorithms) < 2:
+        if "act_algorithm" not in self.choices():
             return []
         others = [a for a in self.act_algorithms[1:]]
         alt = "kl" if "kl" in others else others[0]

@@ -1,0 +1,93 @@
+"""Per-op observer settings of a search space: the setting names, their values, and the exact
+count of distinct canonical plans when some ops have their own choices.
+
+No torch, no optuna. :class:`inc_flow.search.space.SearchSpace` uses these.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+
+from inc_flow.errors import PlanError
+from inc_flow.search.plan import ACT_ALGORITHMS, GRANULARITIES, SCHEMES
+
+SETTINGS: dict[str, tuple[str, ...]] = {
+    "act_algorithm": ACT_ALGORITHMS,
+    "act_scheme": SCHEMES,
+    "weight_granularity": GRANULARITIES,
+    "weight_scheme": SCHEMES,
+}
+"""The observer fields of an OpPlan, each with the values a plan may hold."""
+ACT_SETTINGS = ("act_algorithm", "act_scheme")
+"""Fields a dynamic plan does not search (it has no activation observer)."""
+PARAM_SEP = ":"
+"""A per-op parameter is ``<setting>:<op name>`` (``act_algorithm:conv1``)."""
+
+
+def choices(name: str, values: Sequence[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """``values`` without duplicates, checked against ``allowed``; a PlanError names ``name``."""
+    values = tuple(dict.fromkeys(values))
+    if not values:
+        raise PlanError(f"`{name}` must not be empty, got {name}={values!r}")
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise PlanError(f"`{name}` values must be in {list(allowed)}, got {name}={list(values)}")
+    return values
+
+
+def check_op_settings(
+    op_settings: Mapping[str, Mapping[str, Sequence[str]]], names: Sequence[str]
+) -> dict[str, dict[str, tuple[str, ...]]]:
+    """``op name -> {setting: allowed values}`` checked: known ops, settings and values."""
+    unknown = sorted(set(op_settings) - set(names))
+    if unknown:
+        raise PlanError(f"`op_settings` names unknown ops {unknown}")
+    out: dict[str, dict[str, tuple[str, ...]]] = {}
+    for op, settings in op_settings.items():
+        bad = sorted(set(settings) - set(SETTINGS))
+        if bad:
+            raise PlanError(
+                f"`op_settings[{op!r}]` keys must be in {list(SETTINGS)}, got {sorted(settings)}"
+            )
+        out[op] = {
+            k: choices(f"op_settings[{op!r}][{k!r}]", v, SETTINGS[k]) for k, v in settings.items()
+        }
+    return out
+
+
+def count_plans(
+    global_sizes: Mapping[str, int],
+    followers: Mapping[str, frozenset[str]],
+    ops: Sequence[tuple[str, bool, bool, int]],
+) -> int:
+    """Distinct canonical plans: sum over the int8 op sets D of the global choices that some
+    op of D follows, times the per-op choices of D's ops.
+
+    Args:
+        global_sizes: global setting (and ``backend``) -> its number of choices.
+        followers: global setting -> the ops that take it (not pinned, no own choice).
+        ops: (name, may be fp32, may be int8, product of its own choice counts) per op.
+
+    Inclusion-exclusion over the settings keeps this exact without listing the int8 sets.
+    """
+    names = [s for s, n in global_sizes.items() if n > 1]
+
+    def avoiding(ops_out: frozenset[str]) -> int:  # sum over D disjoint from ops_out
+        total = 1
+        for name, fp32, int8, own in ops:
+            total *= int(fp32) if name in ops_out else int(fp32) + int(int8) * own
+        return total
+
+    count = 0
+    for k in range(len(names) + 1):
+        for hit in itertools.combinations(names, k):  # D meets the followers of each of `hit`
+            weight = math.prod(global_sizes[s] - 1 for s in hit)
+            meets = 0
+            for j in range(len(hit) + 1):
+                for miss in itertools.combinations(hit, j):
+                    out = frozenset().union(*(followers[s] for s in miss))
+                    meets += (-1) ** j * avoiding(out)
+            count += weight * meets
+    return count
