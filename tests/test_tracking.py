@@ -203,6 +203,51 @@ def test_orphaned_child_runs_are_marked_killed(tmp_path):
     assert [(c.data.tags[TAG_TRIAL], c.info.status) for c in children] == [("7", "KILLED")]
 
 
+def test_a_worker_that_loses_the_race_to_log_the_study_params_logs_what_is_missing(
+    monkeypatch,
+):
+    """Two workers read the parent's params, both find them missing and both write: the
+    store refuses the second write (a duplicate key on PostgreSQL). The loser re-reads and
+    logs only what is still missing, instead of failing the worker."""
+    from mlflow.exceptions import MlflowException
+
+    from inc_flow.record.values import study_params
+    from inc_flow.vocab import Role
+
+    cfg = Config.from_dict({"model": {"name": "race"}})
+    client = MlflowClient()
+    experiment = client.create_experiment("race")
+    parent = client.create_run(experiment).info.run_id
+    info = StudyInfo(
+        settings=TuneSettings(study_name="s1"),
+        study_name="s1",
+        storage=":memory:",
+        baseline_accuracy=0.9,
+        baseline_latency_ms=1.0,
+        required_accuracy=0.89,
+        ops=(("a", "Linear"),),
+    )
+    worker = MlflowTracker(cfg, role=Role.WORKER, parent_id=parent)
+    real = worker.client.log_batch
+    calls = []
+
+    def racing(run_id, metrics=(), params=(), tags=()):
+        calls.append([p.key for p in params])
+        if params and len(calls) == 1:  # the other worker wins between read and write
+            client.log_batch(run_id, params=list(params)[:3])
+            raise MlflowException("duplicate key value violates unique constraint param_pk")
+        return real(run_id, metrics=metrics, params=params, tags=tags)
+
+    monkeypatch.setattr(worker.client, "log_batch", racing)
+    worker.study_started(info)
+    worker.close()
+    expected = study_params("race", info)
+    assert len(calls[0]) == len(expected) and len(calls[1]) == len(expected) - 3
+    logged = client.get_run(parent).data.params
+    assert {key: logged[key] for key in expected} == {k: str(v) for k, v in expected.items()}
+    client.set_terminated(parent)  # the worker never ends the study's parent run
+
+
 def test_tracking_can_be_switched_off(tmp_path):
     _toy_run(tmp_path, lambda m: 0.9, max_trials=1, tracking={"enabled": False})
     assert MlflowClient().get_experiment_by_name("tiny") is None

@@ -116,7 +116,15 @@ class MlflowTracker:
         new = [Param(key, v) for key, v in params.items() if key not in have]
         now = _now()
         metrics = [Metric(key, v, now, 0) for key, v in baseline_metrics(info).items()]
-        self.client.log_batch(parent, metrics=metrics, params=new)
+        try:
+            self.client.log_batch(parent, metrics=metrics, params=new)
+        except MlflowException:
+            if not new or self.role == Role.TUNE:
+                raise
+            # another worker logged the study params since our read: log what is missing
+            have = self.client.get_run(parent).data.params
+            rest = [p for p in new if p.key not in have]
+            self.client.log_batch(parent, metrics=metrics, params=rest)
         self.client.log_text(parent, self.cfg.to_yaml(), k.ARTIFACT_CONFIG)
         if project_run:
             self.client.update_run(parent, name=info.study_name)
