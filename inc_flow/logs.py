@@ -32,10 +32,14 @@ def env_level() -> str:
     return level
 
 
-def default_handler() -> logging.Handler | None:
-    """Attach the stderr handler when nobody configured logging; the handler, or None."""
-    log = logging.getLogger("inc_flow")
-    if log.handlers or logging.getLogger().handlers:
+def default_handler(
+    log: logging.Logger | None = None, root: logging.Logger | None = None
+) -> logging.Handler | None:
+    """Attach the stderr handler when nobody configured logging; the handler, or None.
+    (``log``/``root``: the ``inc_flow`` and root loggers; other ones in tests.)"""
+    log = log or logging.getLogger("inc_flow")
+    root = root or logging.getLogger()
+    if log.handlers or root.handlers:
         return None
     level = env_level()
     handler = logging.StreamHandler(sys.stderr)

@@ -14,6 +14,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import bench_models  # noqa: E402
 from bench_tuning import Row  # noqa: E402
 
+from inc_flow.search.speed import Spread  # noqa: E402
+
 
 def test_every_subject_has_a_config_that_parses():
     from inc_flow.config.sections import Config
@@ -39,15 +41,25 @@ def test_table_rows_and_skipped_models():
         batch=64,
         rows=(
             Row("lstm", "fp32", 0.9, latency_b1=0.4, latency_bn=8.0),
-            Row("lstm", "int8", 0.891, latency_b1=0.5, latency_bn=4.0),
+            Row(
+                "lstm",
+                "int8",
+                0.891,
+                latency_b1=0.5,
+                latency_bn=4.0,
+                speedup_b1=Spread(0.8, 0.7, 0.9),
+                speedup_bn=Spread(2.0, 1.9, 2.1),
+            ),
         ),
+        tuner="1.90x at b64",
     )
     skipped = bench_models.Result(bench_models.SUBJECTS["minilm"], skipped="skipped: no extra")
     header, rule, row, skip = bench_models.table([ok, skipped])
-    assert header.count("|") == rule.count("|") == row.count("|") == skip.count("|") == 15
+    assert header.count("|") == rule.count("|") == row.count("|") == skip.count("|") == 16
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert cells[2] == "top-1 (2000)" and cells[6] == "1.00 %" and cells[7] == "`lstm` (of 2)"
-    assert cells[-2:] == ["0.80x", "2.00x"]
+    # per-round speed-ups (median, min-max), then the tuner's own round
+    assert cells[-3:] == ["0.80x (0.70-0.90)", "2.00x (1.90-2.10)", "1.90x at b64"]
     assert "skipped: no extra" in skip
 
 

@@ -71,33 +71,32 @@ def test_a_null_handler_silences_it(tmp_path):
     assert "Mixed Precision Statistics" not in err and "[INFO]" not in err
 
 
-@pytest.fixture
-def unconfigured(monkeypatch):
-    """No handler on ``inc_flow``, level unset; restored afterwards. (The test empties the
-    root's handlers itself: pytest adds its capture handler after fixtures are set up.)"""
-    log = logging.getLogger("inc_flow")
-    monkeypatch.setattr(log, "handlers", [])
-    monkeypatch.setattr(log, "level", logging.NOTSET)
-    return log
+def _fresh() -> tuple[logging.Logger, logging.Logger]:
+    """An ``inc_flow`` logger and a root logger as a plain script has them: no handlers."""
+    return logging.Logger("inc_flow"), logging.RootLogger(logging.WARNING)
 
 
-def test_the_level_comes_from_the_environment(unconfigured, monkeypatch):
+def test_the_level_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv(LEVEL_ENV, "warning")
-    monkeypatch.setattr(logging.getLogger(), "handlers", [])
-    handler = default_handler()
-    assert handler is not None and unconfigured.handlers == [handler]
-    assert unconfigured.level == logging.WARNING
+    log, root = _fresh()
+    handler = default_handler(log, root)
+    assert handler is not None and log.handlers == [handler]
+    assert log.level == logging.WARNING
+    assert default_handler(log, root) is None  # once attached, never twice
 
 
-def test_an_application_that_configured_logging_keeps_its_own(monkeypatch):
-    # under pytest the root logger has the capture handlers: nothing is added
-    assert logging.getLogger().handlers
-    assert default_handler() is None
-
-
-def test_a_bad_level_names_the_variable(unconfigured, monkeypatch):
+def test_a_bad_level_names_the_variable(monkeypatch):
     monkeypatch.setenv(LEVEL_ENV, "LOUD")
-    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    log, root = _fresh()
     with pytest.raises(ConfigError, match=f"{LEVEL_ENV}` must be one of .* got 'LOUD'"):
-        default_handler()
-    assert unconfigured.handlers == []  # nothing attached on a bad level
+        default_handler(log, root)
+    assert log.handlers == []  # nothing attached on a bad level
+
+
+def test_an_application_that_configured_logging_keeps_its_own():
+    log, root = _fresh()
+    root.addHandler(logging.StreamHandler())  # as logging.basicConfig() does
+    assert default_handler(log, root) is None and log.handlers == []
+    log, root = _fresh()
+    log.addHandler(logging.NullHandler())  # the documented way to silence inc_flow
+    assert default_handler(log, root) is None and len(log.handlers) == 1

@@ -272,9 +272,12 @@ def test_a_registration_failure_leaves_the_saved_output_and_says_where(
     out = tmp_path / "out"
     monkeypatch.setattr(registry, "register", _failing_register(out))
 
-    assert cli_main(["tune", str(config), "-o", str(out)]) == 1
-    err = capsys.readouterr().err
-    assert "the registry is down" in err and f"the model is saved in {out}" in err, err
+    # a registry that fails is a tracking failure: exit 4, the model saved, the log says so
+    assert cli_main(["tune", str(config), "-o", str(out)]) == 4
+    captured = capsys.readouterr()
+    assert "the registry is down" in captured.out, captured.out
+    assert f"saved best_configure.yaml and weights to {out}" in captured.out
+    assert "not recorded: the best model" in captured.err, captured.err
     model = load(out, SleepyNet())  # best_configure.yaml + weights, complete
     assert model(torch.zeros(2, 1, 20, 20)).shape == (2, 10)
 
@@ -291,7 +294,7 @@ def test_the_python_api_keeps_the_model_in_the_workspace_when_registration_fails
     conf = _conf(tmp_path, tuning={"accuracy_criterion": {"absolute": 0.5}})
     torch.manual_seed(0)
     x = torch.randn(32, 1, 20, 20)
-    with pytest.raises(RuntimeError, match="the registry is down") as e:
-        quantize(conf, model=TinyNet().eval(), calib_dataloader=[x], eval_func=lambda m: 0.9)
-    assert any(str(kept) in note for note in e.value.__notes__)
+    outcome = quantize(conf, model=TinyNet().eval(), calib_dataloader=[x], eval_func=lambda m: 0.9)
+    assert outcome.q_model is not None
+    assert any("best model" in what for what in outcome.unrecorded), outcome.unrecorded
     assert (kept / "best_configure.yaml").is_file()

@@ -31,7 +31,7 @@ from tests.toys import TinyNet
 NAME = "tiny-int8"
 
 
-class Killed(Exception):
+class Killed(BaseException):  # like SIGKILL: no handler may swallow it
     """Stands for the SIGKILL of the fault hook, in process."""
 
 
