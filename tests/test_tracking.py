@@ -180,10 +180,9 @@ def test_rerun_resumes_into_the_same_parent_without_new_trials(tmp_path):
     assert len(parents) == 1 and len(children) == 2
 
 
-def test_orphaned_child_runs_are_marked_killed(tmp_path):
-    cfg = Config.from_dict({"model": {"name": "orphans"}})
-    tracker = MlflowTracker(cfg)
-    info = StudyInfo(
+def _study_info() -> StudyInfo:
+    """A one-op study ``s1`` as the tuner announces it to the trackers."""
+    return StudyInfo(
         settings=TuneSettings(study_name="s1"),
         study_name="s1",
         storage=":memory:",
@@ -192,6 +191,12 @@ def test_orphaned_child_runs_are_marked_killed(tmp_path):
         required_accuracy=0.89,
         ops=(("a", "Linear"),),
     )
+
+
+def test_orphaned_child_runs_are_marked_killed(tmp_path):
+    cfg = Config.from_dict({"model": {"name": "orphans"}})
+    tracker = MlflowTracker(cfg)
+    info = _study_info()
     tracker.study_started(info)
     tracker.trial_started(7, default_plan([("a", "Linear")]))
     tracker._children.clear()  # the process "dies": the run stays RUNNING
@@ -218,15 +223,7 @@ def test_a_worker_that_loses_the_race_to_log_the_study_params_logs_what_is_missi
     client = MlflowClient()
     experiment = client.create_experiment("race")
     parent = client.create_run(experiment).info.run_id
-    info = StudyInfo(
-        settings=TuneSettings(study_name="s1"),
-        study_name="s1",
-        storage=":memory:",
-        baseline_accuracy=0.9,
-        baseline_latency_ms=1.0,
-        required_accuracy=0.89,
-        ops=(("a", "Linear"),),
-    )
+    info = _study_info()
     worker = MlflowTracker(cfg, role=Role.WORKER, parent_id=parent)
     real = worker.client.log_batch
     calls = []
