@@ -6,11 +6,15 @@ Parameters (each only when it has more than one choice):
 
 * ``backend``, ``act_algorithm``, ``act_scheme`` (static PTQ and QAT only: dynamic PTQ has
   no activation observer), ``weight_granularity`` -- global, shared by every int8 op;
-* ``op:<name>`` -- ``int8`` or ``fp32`` for each op whose dtype is not fixed.
+* ``op:<name>`` -- ``int8`` or ``fp32`` for each op whose dtype is not fixed; with
+  ``op_observers`` also ``int8:<value>``: int8 with one observer setting of its own (``kl``,
+  ``per_tensor``...) where the global setting has another (the default strategy's per-op
+  observer changes).
 
 Plans are canonical: fp32 ops carry the plan's global observer settings (so every fallback
-set of one observer setting shares one ``Plan.calibration_key()``), and a plan without any
-int8 op carries the default settings (an all-fp32 model is the same whatever its observers).
+set of one observer setting shares one ``Plan.calibration_key()``; with ``op_observers``
+the global setting is the one most int8 ops share), and a plan without any int8 op carries
+the default settings (an all-fp32 model is the same whatever its observers).
 Equal canonical plans are the same trial; the tuner never evaluates one twice.
 """
 
@@ -70,6 +74,7 @@ class SearchSpace:
         backends: quantized engines; the first is the default.
         approach: one of ``plan.APPROACHES``.
         framework: ``pytorch_fx`` or ``pytorch``.
+        op_observers: int8 ops may differ from the global observer setting in one field.
     """
 
     ops: tuple[tuple[str, str], ...]
@@ -80,6 +85,7 @@ class SearchSpace:
     backends: tuple[str, ...] = (Backend.X86.value,)
     approach: str = Approach.STATIC.value
     framework: str = Framework.FX.value
+    op_observers: bool = False
 
     def __post_init__(self) -> None:
         ops = tuple((str(n), str(t)) for n, t in self.ops)
@@ -124,10 +130,30 @@ class SearchSpace:
         for name, values in globals_:
             if len(values) > 1:
                 result[name] = values
+        variants = tuple(f"int8:{v}" for _, v in self.op_variants())
         for name, _ in self.ops:
-            if len(self.allowed_dtypes[name]) > 1:
-                result[OP_PREFIX + name] = self.allowed_dtypes[name]
+            dtypes = self.allowed_dtypes[name]
+            if "int8" in dtypes:
+                dtypes = dtypes + variants
+            if len(dtypes) > 1:
+                result[OP_PREFIX + name] = dtypes
         return result
+
+    def op_variants(self, op: OpPlan | None = None) -> list[tuple[str, str]]:
+        """(field, value) an int8 op may take on its own (``op_observers``): every searched
+        observer value, or those that differ from ``op``'s."""
+        if not self.op_observers:
+            return []
+        fields = [("weight_granularity", self.weight_granularities)]
+        if self.approach != DYNAMIC:
+            fields.insert(0, ("act_algorithm", self.act_algorithms))
+        return [
+            (f, v)
+            for f, values in fields
+            if len(values) > 1
+            for v in values
+            if op is None or getattr(op, f) != v
+        ]
 
     def tunable_ops(self) -> tuple[str, ...]:
         """Ops whose dtype is searched (neither forced to int8 nor to fp32)."""
@@ -136,7 +162,11 @@ class SearchSpace:
     def n_plans(self) -> int:
         """Number of distinct canonical plans in the space."""
         n_global = math.prod(len(v) for k, v in self.choices().items() if k[:3] != OP_PREFIX)
-        n_dtypes = math.prod(len(self.allowed_dtypes[n]) for n, _ in self.ops)
+        extra = len(self.op_variants()) // 2  # per int8 op, the other value of each field
+        n_dtypes = math.prod(
+            len(d) + (extra if "int8" in d else 0)
+            for d in (self.allowed_dtypes[n] for n, _ in self.ops)
+        )
         all_fp32 = int(all("fp32" in self.allowed_dtypes[n] for n, _ in self.ops))
         return n_global * (n_dtypes - all_fp32) + all_fp32
 
@@ -166,14 +196,17 @@ class SearchSpace:
         }
         if self.approach == DYNAMIC:
             settings.update(act_algorithm="minmax", act_scheme="asym")
-        ops = tuple(
-            OpPlan(
-                name=n, op_type=t, dtype=pick(OP_PREFIX + n, self.allowed_dtypes[n]), **settings
-            )
-            for n, t in self.ops
-        )
+        choices = self.choices()
+        ops = []
+        for n, t in self.ops:
+            value = pick(OP_PREFIX + n, choices.get(OP_PREFIX + n, self.allowed_dtypes[n]))
+            own = dict(settings)
+            if value.startswith("int8:"):
+                field_ = next(f for f, v in self.op_variants() if v == value[5:])
+                own[field_], value = value[5:], "int8"
+            ops.append(OpPlan(name=n, op_type=t, dtype=value, **own))
         plan = Plan(
-            ops=ops,
+            ops=tuple(ops),
             approach=self.approach,
             backend=pick("backend", self.backends),
             framework=self.framework,
@@ -183,7 +216,7 @@ class SearchSpace:
     def params_for(self, plan: Plan) -> dict[str, str]:
         """Optuna params of ``plan`` (for ``enqueue_trial``); the inverse of plan_from_params."""
         plan = self.canonical(plan)
-        first = next((op for op in plan.ops if op.quantized), self._default_op_settings())
+        first = self._reference(plan)
         values = {
             "backend": plan.backend,
             "act_algorithm": first.act_algorithm,
@@ -193,7 +226,7 @@ class SearchSpace:
         params: dict[str, str] = {}
         for name in self.choices():
             if name.startswith(OP_PREFIX):
-                params[name] = plan.op(name[len(OP_PREFIX) :]).dtype
+                params[name] = self._op_value(plan.op(name[len(OP_PREFIX) :]), first)
             else:
                 params[name] = values[name]
         return params
@@ -202,14 +235,58 @@ class SearchSpace:
         """The canonical form of ``plan`` (see the module docstring)."""
         if [(op.name, op.op_type) for op in plan.ops] != list(self.ops):
             raise PlanError("`plan` ops do not match the search space ops")
-        first = next((op for op in plan.ops if op.quantized), None)
-        if first is None:
-            ref = self._default_op_settings()
+        if not plan.int8_ops:
             plan = replace(plan, backend=self.backends[0])
-        else:
-            ref = first
-        settings = ref.settings()
-        return replace(plan, ops=tuple(replace(op, **settings) for op in plan.ops))
+        settings = self._reference(plan).settings()
+        return replace(
+            plan,
+            ops=tuple(
+                op if op.quantized and self.op_observers else replace(op, **settings)
+                for op in plan.ops
+            ),
+        )
+
+    def _reference(self, plan: Plan) -> OpPlan:
+        """The plan's global observer setting: the first int8 op's; with ``op_observers``, the
+        most common among int8 ops under which every int8 op differs in one field at most."""
+        int8 = [op for op in plan.ops if op.quantized]
+        if not int8:
+            return self._default_op_settings()
+        if not self.op_observers:
+            return int8[0]
+        counts: dict[tuple, OpPlan] = {}
+        for op in int8:
+            counts.setdefault(op.observer_key, op)
+        keys = sorted(counts, key=lambda k: -sum(op.observer_key == k for op in int8))
+        first = int8[0]
+        combos = [
+            replace(first, act_algorithm=a, weight_granularity=g)
+            for a in self.act_algorithms
+            for g in self.weight_granularities
+        ]
+        for ref in [counts[k] for k in keys] + combos:
+            if all(self._op_value(op, ref) is not None for op in int8):
+                return ref
+        raise PlanError(f"per-op observer settings of plan {plan.summary()!r} do not fit")
+
+    def _op_value(self, op: OpPlan, ref: OpPlan) -> str | None:
+        """``op``'s param value under the global setting ``ref`` (None: not representable)."""
+        if not op.quantized:
+            return "fp32"
+        diff = [k for k, v in op.settings().items() if ref.settings()[k] != v]
+        if not diff:
+            return "int8"
+        if len(diff) == 1 and (diff[0], getattr(op, diff[0])) in self.op_variants():
+            return f"int8:{getattr(op, diff[0])}"
+        return None
+
+    def with_op_setting(self, plan: Plan, name: str, field_: str, value: str) -> Plan:
+        """``plan`` with op ``name`` int8 under its own ``field_ = value`` (canonical)."""
+        ops = tuple(
+            replace(op, dtype="int8", **{field_: value}) if op.name == name else op
+            for op in plan.ops
+        )
+        return self.canonical(replace(plan, ops=ops))
 
     def _default_op_settings(self) -> OpPlan:
         dynamic = self.approach == DYNAMIC
