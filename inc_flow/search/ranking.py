@@ -196,11 +196,20 @@ def _key(item: tuple[float, Change]) -> tuple[float, int, int]:
 
 
 def _better(new: TrialRecord, old: TrialRecord, hib: bool) -> bool:
-    """Whether a full evaluation confirmed ``new`` over ``old``."""
-    if new.accuracy is None or new.state in (TrialState.ERROR, TrialState.PRUNED):
+    """Whether evaluation confirmed ``new`` over ``old``. Exact early rejection stops at a
+    sample count: a plan rejected later is better, and two rejected at the same count are
+    compared on the same samples."""
+    if new.accuracy is None or new.state == TrialState.ERROR:
         return False
-    if old.state == TrialState.PRUNED or old.accuracy is None:
+    if old.accuracy is None or old.state == TrialState.ERROR:
         return True
+    stopped = (new.state == TrialState.PRUNED, old.state == TrialState.PRUNED)
+    if stopped == (False, True):
+        return True
+    if stopped == (True, False):
+        return False
+    if stopped == (True, True) and new.eval_samples != old.eval_samples:
+        return new.eval_samples > old.eval_samples
     return new.accuracy > old.accuracy if hib else new.accuracy < old.accuracy
 
 
