@@ -20,7 +20,6 @@ The table goes to ``--out`` (default ``benchmarks/search.md``).
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime
 import platform
 import sys

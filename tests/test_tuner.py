@@ -31,8 +31,8 @@ from tests.fakes import (
 pytestmark = pytest.mark.no_mlflow
 
 N_TYPES = 3
-HOPELESS = {n: 0.1 for n, _ in OPS}
-INC = "inc"  # INC's order (the default strategy ranks: tests/test_ranking.py)  # every int8 op misses the 1% target alone
+HOPELESS = {n: 0.1 for n, _ in OPS}  # every int8 op misses the 1% target alone
+INC = "inc"  # INC's order (the default strategy ranks: tests/test_ranking.py)
 
 
 def test_enqueued_seed_order() -> None:
