@@ -127,19 +127,16 @@ class Run:
         return "none passed"
 
 
-def run_case(case: Case, args: argparse.Namespace, workdir: Path) -> list[Run]:
-    runs = []
-    for strategy in STRATEGIES:
-        cfg = config(case, strategy, workdir / f"{case.name}-{strategy}", args)
-        model = case.load()
-        func = top1_func(cfg) if case.eval_func else None
-        start = time.perf_counter()
-        with quiet():
-            outcome = quantize(cfg, model=model, eval_func=func)
-        runs.append(Run(case.name, strategy, outcome.result, time.perf_counter() - start))
-        print(describe(runs[-1]), flush=True)
-    time_side(case, runs, args)
-    return runs
+def run_one(case: Case, strategy: str, args: argparse.Namespace, workdir: Path) -> Run:
+    cfg = config(case, strategy, workdir / f"{case.name}-{strategy}", args)
+    model = case.load()
+    func = top1_func(cfg) if case.eval_func else None
+    start = time.perf_counter()
+    with quiet():
+        outcome = quantize(cfg, model=model, eval_func=func)
+    run = Run(case.name, strategy, outcome.result, time.perf_counter() - start)
+    print(describe(run), flush=True)
+    return run
 
 
 def time_side(case: Case, runs: list[Run], args: argparse.Namespace) -> None:
@@ -209,6 +206,7 @@ def table(runs: list[Run]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", default="lenet,lenet-func,resnet18,resnet18-func")
+    parser.add_argument("--strategies", default=",".join(STRATEGIES))
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5, help="side-by-side rounds")
     parser.add_argument("--iterations", type=int, default=20, help="timed calls per round")
@@ -217,10 +215,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     runs: list[Run] = []
+    cases = [CASES[name] for name in args.cases.split(",")]
+    # every case with the default strategy first: on a loaded machine its rows come first
     with tempfile.TemporaryDirectory(prefix="bench_search-") as tmp:
-        for name in args.cases.split(","):
-            runs += run_case(CASES[name], args, Path(tmp))
-            write(runs, args)
+        for strategy in args.strategies.split(","):
+            for case in cases:
+                runs.append(run_one(case, strategy, args, Path(tmp)))
+                write(runs, args)
+    for case in cases:
+        time_side(case, [r for r in runs if r.case == case.name], args)
+    write(runs, args)
 
 
 def write(runs: list[Run], args: argparse.Namespace) -> None:

@@ -113,8 +113,9 @@ def plan_to_mapping(plan: Plan, prefix: str = "") -> QConfigMapping:
             mapping = get_default_qconfig_mapping(plan.backend)
     ops = [op for op in plan.ops if op.name.startswith(prefix)]
     # convert_fx requires the same global qconfig as prepare_fx, so it comes from the
-    # calibration plan (every op int8), not from this plan's fallbacks.
-    first = next((op for op in plan.ops if op.quantized), plan.ops[0] if plan.ops else None)
+    # calibration plan (every op int8), not from this plan's fallbacks: the first op's
+    # settings (an fp32 op carries the plan's global ones; ops may have their own).
+    first = plan.ops[0] if plan.ops else None
     if plan.approach == Approach.DYNAMIC or first is None:
         mapping.set_global(None)
     else:

@@ -212,7 +212,11 @@ class Plan:
         # load() rebuilds -- is the one tuning used. Without this a plan whose first op is
         # fp32 prepares with per_channel defaults and convert_fx refuses it ("Expected global
         # qconfigs to be the same in the prepare and convert quantization configs").
-        ref = next((op for op in ops if op.quantized), None)
+        int8 = [op for op in ops if op.quantized]
+        # the setting most int8 ops share (ops may have their own: SearchSpace.op_observers)
+        ref = max(
+            int8, default=None, key=lambda op: sum(o.observer_key == op.observer_key for o in int8)
+        )
         if ref is not None:
             ops = tuple(op if op.quantized else replace(op, **ref.settings()) for op in ops)
         return cls(
