@@ -20,7 +20,7 @@ from inc_flow.errors import DataError
 from inc_flow.search.probe import Probe
 
 MAX_VALUES = 4096  # per sample: larger outputs are not recorded (probes run them again)
-KEPT_RUNS = 3  # models whose recorded outputs are kept (fp32, all-int8, the latest)
+KEPT_RUNS = 3  # models whose recorded outputs are kept: the first (fp32), the two latest
 
 
 def first_tensor(out: Any) -> torch.Tensor:
@@ -88,8 +88,8 @@ class SampleProbe:
         if batch == 0 or key not in self._runs:
             self._runs.pop(key, None)
             self._runs[key] = (model, {})
-            while len(self._runs) > KEPT_RUNS:
-                self._runs.popitem(last=False)
+            while len(self._runs) > KEPT_RUNS:  # the first run (fp32's baseline) stays
+                del self._runs[list(self._runs)[1]]
         values = flat(out, n)
         if values.shape[1] <= MAX_VALUES:
             self._runs[key][1][batch] = values
