@@ -238,8 +238,10 @@ def _evaluator(
     eval_dataloader: Iterable[Any] | None,
     metric: Any,
     postprocess: Callable[[Any, Any], tuple[Any, Any]] | None,
+    calib_dataloader: Iterable[Any] | None = None,
 ) -> MetricEvaluator | None:
-    """The accuracy evaluator: ``eval_func``, else loader + metric, else None."""
+    """The accuracy evaluator: ``eval_func``, else loader + metric, else None. With an
+    ``eval_func``, the default strategy ranks plans on the calibration data."""
     acc = cfg.evaluation.accuracy if cfg.evaluation is not None else None
     if metric is None and acc is not None and (acc.metric or acc.multi_metrics):
         metric = build_metric(acc.metric or acc.multi_metrics)
@@ -253,7 +255,10 @@ def _evaluator(
     higher = cfg.tuning.accuracy_criterion.higher_is_better
     threads = threads_of(acc, None)  # None: torch's default, all cores
     if eval_func is not None:
-        return MetricEvaluator(eval_func=eval_func, higher_is_better=higher, threads=threads)
+        return MetricEvaluator(
+            eval_func=eval_func, higher_is_better=higher, threads=threads,
+            probe_loader=calib_dataloader,
+        )  # fmt: skip
     if eval_dataloader is None or metric is None:
         return None
     evaluator = MetricEvaluator(
@@ -295,7 +300,9 @@ def assemble(
         calib_dataloader = _loader(q.calibration.dataloader, "quantization.calibration.dataloader")
     if eval_dataloader is None and acc is not None and acc.dataloader is not None:
         eval_dataloader = _loader(acc.dataloader, "evaluation.accuracy.dataloader")
-    evaluator = _evaluator(cfg, model, eval_func, eval_dataloader, metric, postprocess)
+    evaluator = _evaluator(
+        cfg, model, eval_func, eval_dataloader, metric, postprocess, calib_dataloader
+    )
     example = _example_inputs(cfg, calib_dataloader, eval_dataloader)
     perf = cfg.evaluation.performance if cfg.evaluation is not None else None
     benchmark = LatencyBenchmark(

@@ -34,9 +34,12 @@ class Framework(StrEnum):
 
 
 class Strategy(StrEnum):
-    """``tuning.strategy.name``: INC's names, each mapped to an Optuna sampler."""
+    """``tuning.strategy.name``: INC's names, each mapped to an Optuna sampler. ``basic`` ranks
+    plans on the samples all-int8 gets wrong and confirms them (``search.ranking``); ``inc``
+    walks INC's basic order (observer, op types, single ops, accumulated fallbacks)."""
 
     BASIC = "basic"
+    INC = "inc"
     TPE = "tpe"
     RANDOM = "random"
     EXHAUSTIVE = "exhaustive"

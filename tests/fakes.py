@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from inc_flow.search.loop import tune
 from inc_flow.search.plan import Plan
+from inc_flow.search.probe import Probe
 from inc_flow.search.records import EvalOutcome, StudyInfo, TrialRecord, TuneResult
 from inc_flow.search.settings import TuneSettings
 from inc_flow.search.speed import Candidate, interleave
@@ -32,7 +33,11 @@ class FakeModel:
 
 
 class FakeEngine:
-    """Each int8 op costs a fixed accuracy ``damage``; kl observers halve it when ``kl_helps``."""
+    """Each int8 op costs a fixed accuracy ``damage``; kl observers halve it when ``kl_helps``;
+    ``fixes[op] = (field, value)``: that op costs nothing when its own observer setting has it.
+
+    Per sample (``broken``), op k's damage is a block of ``damage * total`` samples, the blocks
+    side by side in op order: the samples that op gets wrong while it is int8."""
 
     def __init__(
         self,
@@ -40,8 +45,10 @@ class FakeEngine:
         fail: Callable[[Plan], bool] | None = None,
         ops: list[tuple[str, str]] = OPS,
         kl_helps: bool = False,
+        fixes: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         self.damage, self.fail, self._ops, self.kl_helps = damage, fail, list(ops), kl_helps
+        self.fixes = fixes or {}
         self.fp32_model = FakeModel(None)
         self.calibration_passes = 0
         self.builds: list[Plan] = []
@@ -71,11 +78,32 @@ class FakeEngine:
     def op_counts(self, model: FakeModel, plan: Plan) -> tuple[int, int]:
         return len(plan.int8_ops), len(plan.fp32_ops)
 
+    def _scale(self, plan: Plan) -> float:
+        return 0.5 if self.kl_helps and plan.ops[0].act_algorithm == "kl" else 1.0
+
+    def _hurts(self, plan: Plan) -> list[str]:
+        def fixed(name: str) -> bool:
+            fix = self.fixes.get(name)
+            return fix is not None and getattr(plan.op(name), fix[0]) == fix[1]
+
+        return [n for n in plan.int8_ops if not fixed(n)]
+
     def accuracy(self, plan: Plan | None, base: float) -> float:
         if plan is None:
             return base
-        scale = 0.5 if self.kl_helps and plan.ops[0].act_algorithm == "kl" else 1.0
-        return base - scale * sum(self.damage.get(n, 0.0) for n in plan.int8_ops)
+        return base - self._scale(plan) * sum(self.damage.get(n, 0.0) for n in self._hurts(plan))
+
+    def broken(self, plan: Plan | None, total: int) -> set[int]:
+        """The samples ``plan`` gets wrong (see the class doc)."""
+        if plan is None:
+            return set()
+        out, start, hurts = set(), 0, set(self._hurts(plan))
+        for name, _ in self._ops:
+            n = round(self.damage.get(name, 0.0) * total)
+            if name in hurts:
+                out |= set(range(start, start + round(n * self._scale(plan))))
+            start += n
+        return out
 
 
 @dataclass
@@ -86,6 +114,23 @@ class FakeEvaluator:
     early_stop: bool = False
     nan_for: str | None = None  # op name: NaN accuracy when it is fp32
     calls: list = field(default_factory=list)
+    probes: list = field(default_factory=list)  # (plan, samples) of every probe
+
+    def probe(self, model: FakeModel, reference: FakeModel, indices) -> Probe:
+        """fp32 predicts class ``i % 10`` for sample i; a broken sample gets the next class."""
+        recorded = indices is None and self.calls and self.calls[-1] == model.plan
+        indices = tuple(range(self.total)) if indices is None else tuple(indices)
+        self.probes.append((model.plan, len(indices)))
+        broken = self.engine.broken(model.plan, self.total)
+        return Probe(
+            indices=indices,
+            preds=tuple((i + (i in broken)) % 10 for i in indices),
+            ref_preds=tuple(i % 10 for i in indices),
+            tied=(False,) * len(indices),
+            ref_margins=tuple(((i * 37) % 101) / 100 + 0.01 for i in indices),
+            errors=tuple(float(i in broken) for i in indices),
+            cost=0 if recorded else len(indices),
+        )
 
     def evaluate(self, model: FakeModel, threshold: float | None) -> EvalOutcome:
         self.calls.append(model.plan)

@@ -538,7 +538,7 @@ def test_unknown_key_lists_allowed_keys_and_suggests():
     ("data", "names"),
     [
         (Q(approach="static"), "post_training_dynamic_quant"),
-        (T(strategy={"name": "sigopt"}), "'basic', 'tpe'"),
+        (T(strategy={"name": "sigopt"}), "'basic', 'inc', 'tpe'"),
         (Q(backend=["x86", "arm"]), "'x86', 'onednn', 'fbgemm'"),
         (DS({"Cifar10": {}}), "'FashionMNIST'"),
         (E(**loader_with(transform={"Flip": {}})), "'Normalize'"),

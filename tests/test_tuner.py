@@ -32,11 +32,12 @@ pytestmark = pytest.mark.no_mlflow
 
 N_TYPES = 3
 HOPELESS = {n: 0.1 for n, _ in OPS}  # every int8 op misses the 1% target alone
+INC = "inc"  # INC's order (the default strategy ranks: tests/test_ranking.py)
 
 
 def test_enqueued_seed_order() -> None:
     damage = {**HOPELESS, "fc1": 0.3, "conv2": 0.2}
-    result, engine, tracker = run(damage, max_trials=14)
+    result, engine, tracker = run(damage, strategy=INC, max_trials=14)
     phases = [r.phase for r in result.records]
     assert (
         phases
@@ -56,7 +57,7 @@ def test_enqueued_seed_order() -> None:
 
 
 def test_sensitivity_not_computed_when_an_op_type_fallback_passes() -> None:
-    result, engine, _ = run({"conv2": 0.05})
+    result, engine, _ = run({"conv2": 0.05}, strategy=INC)
     assert result.best is not None and result.best.phase == "op_type"
     assert set(result.best.plan.fp32_ops) == {"conv1", "conv2", "conv3"}
     assert engine.sensitivity_after == [] and result.stop_reason == "target met"
@@ -86,7 +87,7 @@ def test_constraint_values_match_the_accuracy_rule(tmp_path: Path) -> None:
 
 def test_failing_build_is_recorded_and_the_study_goes_on() -> None:
     engine = FakeEngine({"conv2": 0.05}, fail=lambda p: p.ops[0].act_algorithm == "kl")
-    result, _, _ = run({}, engine=engine, study_name="f")
+    result, _, _ = run({}, strategy=INC, engine=engine, study_name="f")
     err = result.records[1]
     assert err.state == "error" and "RuntimeError: convert failed" in err.failure_reason
     assert result.n_errors == 1 and result.best is not None and result.best.number == 2
@@ -95,7 +96,7 @@ def test_failing_build_is_recorded_and_the_study_goes_on() -> None:
 def test_nan_accuracy_fails_the_trial_with_a_reason() -> None:
     engine = FakeEngine({"conv2": 0.05})
     evaluator = FakeEvaluator(engine, nan_for="conv1")
-    result, _, _ = run({}, engine=engine, evaluator=evaluator, max_trials=4)
+    result, _, _ = run({}, strategy=INC, engine=engine, evaluator=evaluator, max_trials=4)
     nan = [r for r in result.records if "conv1" in r.plan.fp32_ops][0]
     assert nan.state == "error" and "NaN" in nan.failure_reason
 
@@ -186,7 +187,7 @@ def test_max_trials_bounds_seeds_too() -> None:
 def test_pruned_trials_count_saved_samples() -> None:
     engine = FakeEngine({"conv2": 0.05})
     evaluator = FakeEvaluator(engine, early_stop=True)
-    result, _, _ = run({}, engine=engine, evaluator=evaluator, study_name="p")
+    result, _, _ = run({}, strategy=INC, engine=engine, evaluator=evaluator, study_name="p")
     pruned = [r for r in result.records if r.state == "pruned"]
     assert len(pruned) == 2 and result.n_pruned == 2
     assert result.eval_samples_saved == 2 * 750
@@ -196,7 +197,13 @@ def test_pruned_trials_count_saved_samples() -> None:
 def test_pruned_trials_are_pruned_and_infeasible_in_optuna(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'o.db'}"
     engine = FakeEngine({"conv2": 0.05})
-    run({}, engine=engine, evaluator=FakeEvaluator(engine, early_stop=True), storage=storage)
+    run(
+        {},
+        strategy=INC,
+        engine=engine,
+        evaluator=FakeEvaluator(engine, early_stop=True),
+        storage=storage,
+    )
     trials = optuna.load_study(study_name="inc_flow", storage=storage).trials
     assert [t.state.name for t in trials] == ["PRUNED", "PRUNED", "COMPLETE"]
     assert trials[0].constraints["accuracy"] > 0
@@ -213,12 +220,17 @@ def test_nothing_passes_reports_the_closest_miss(caplog: pytest.LogCaptureFixtur
 
 
 def test_resume_reuses_finished_trials(tmp_path: Path) -> None:
-    first, engine1, _ = run(HOPELESS, max_trials=5, workspace=str(tmp_path))
+    first, engine1, _ = run(HOPELESS, strategy=INC, max_trials=5, workspace=str(tmp_path))
     assert (tmp_path / "optuna.db").exists() and first.storage.endswith("optuna.db")
     engine2 = FakeEngine(HOPELESS)
     evaluator2 = FakeEvaluator(engine2)
     second, _, tracker = run(
-        HOPELESS, engine=engine2, evaluator=evaluator2, max_trials=8, workspace=str(tmp_path)
+        HOPELESS,
+        strategy=INC,
+        engine=engine2,
+        evaluator=evaluator2,
+        max_trials=8,
+        workspace=str(tmp_path),
     )
     assert len(engine2.builds) == 3 and second.n_trials == 8
     assert not set(engine2.builds) & set(engine1.builds)
@@ -347,7 +359,7 @@ def test_int8_slower_than_fp32_is_flagged(caplog: pytest.LogCaptureFixture) -> N
 
 def test_logging_tracker_prints_progress_and_summary(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="inc_flow"):
-        run({"conv2": 0.05}, tracker=None, max_trials=20)
+        run({"conv2": 0.05}, strategy=INC, tracker=None, max_trials=20)
     assert "[trial 0 | 1/20] failed" in caplog.text and "[trial 2 | 3/20] passed" in caplog.text
     assert "tuning done (target met)" in caplog.text and "speed-up" in caplog.text
 
@@ -384,7 +396,7 @@ def test_evaluator_required_unless_performance_only() -> None:
 def test_sensitivity_failure_falls_back_to_graph_order() -> None:
     engine = FakeEngine({**HOPELESS, "fc2": 0.3})
     engine.sensitivity = lambda plan: 1 / 0  # type: ignore[method-assign]
-    result, _, _ = run({}, engine=engine, max_trials=8)
+    result, _, _ = run({}, strategy=INC, engine=engine, max_trials=8)
     singles = [r.plan.fp32_ops for r in result.records if r.phase == "single_op"]
     assert singles == [("conv1",), ("conv2",), ("conv3",)]
     assert any("sensitivity failed (ZeroDivisionError" in w for w in result.warnings)
@@ -392,13 +404,13 @@ def test_sensitivity_failure_falls_back_to_graph_order() -> None:
 
 def test_kl_observer_variant_can_be_the_answer() -> None:
     engine = FakeEngine({"conv2": 0.015}, kl_helps=True)
-    result, _, _ = run({}, engine=engine)
+    result, _, _ = run({}, strategy=INC, engine=engine)
     assert result.best.phase == "observer" and result.best.plan.ops[0].act_algorithm == "kl"
     assert result.calibration_passes == 2  # one per observer setting
 
 
 def test_fallbacks_share_one_calibration_per_observer_setting() -> None:
-    result, engine, _ = run(HOPELESS, max_trials=13)  # the 13 distinct seeds
+    result, engine, _ = run(HOPELESS, strategy=INC, max_trials=13)  # the 13 distinct seeds
     assert len(engine.builds) == 13 and result.calibration_passes == 2
     assert result.records[-1].calibration_passes == 2
 

@@ -18,6 +18,8 @@ from inc_flow.data.batches import call_model, split_batch
 from inc_flow.errors import DataError, MetricError
 from inc_flow.metrics.build import chance_level, tied_outputs, update_metric, wants_reference
 from inc_flow.quant.latency import measure_latency, round_plan, time_side_by_side
+from inc_flow.quant.samples import SampleProbe, ranks_classes
+from inc_flow.search.probe import Probe
 from inc_flow.search.records import EvalOutcome
 from inc_flow.search.speed import Candidate
 
@@ -80,6 +82,10 @@ class MetricEvaluator:
 
     ``threads``: torch's intra-op threads while evaluating (restored afterwards); None keeps
     the current count (all cores by default).
+
+    ``probe`` (``search.ports.HasProbe``) compares a model with fp32 sample by sample on the
+    eval set, reusing the outputs recorded during ``evaluate``; with an ``eval_func``, on the
+    first ``probe_limit`` samples of ``probe_loader`` (the calibration data), if given.
     """
 
     def __init__(
@@ -91,6 +97,8 @@ class MetricEvaluator:
         iteration: int = -1,
         higher_is_better: bool = True,
         threads: int | None = None,
+        probe_loader: Iterable[Any] | None = None,
+        probe_limit: int = 1024,
     ) -> None:
         if eval_func is None and (dataloader is None or metric is None):
             raise MetricError("evaluation needs eval_func, or an eval dataloader and a metric")
@@ -105,6 +113,11 @@ class MetricEvaluator:
         self.reference: nn.Module | None = None
         self._reference_outputs: list[Any] = []
         self.inputs_checked = False  # True after one full pass found only finite inputs
+        self.samples: SampleProbe | None = None
+        if eval_func is None:
+            self.samples = SampleProbe(dataloader, ranks_classes(metric), batches=iteration)
+        elif probe_loader is not None:
+            self.samples = SampleProbe(probe_loader, True, limit=probe_limit)
 
     def total_samples(self) -> int | None:
         if self.dataloader is None:
@@ -127,6 +140,19 @@ class MetricEvaluator:
             if self.threads is not None:
                 torch.set_num_threads(self.threads)
             return self._evaluate(model, threshold)
+        finally:
+            torch.set_num_threads(threads)
+            self.seconds += time.perf_counter() - start
+
+    def probe(self, model: nn.Module, reference: nn.Module, indices: Any = None) -> Probe:
+        """``model`` beside ``reference`` per sample (``search.ports.HasProbe``)."""
+        if self.samples is None:
+            raise MetricError("no probe data: an eval_func was given without calibration data")
+        start, threads = time.perf_counter(), torch.get_num_threads()
+        try:
+            if self.threads is not None:
+                torch.set_num_threads(self.threads)
+            return self.samples.probe(model, reference, indices)
         finally:
             torch.set_num_threads(threads)
             self.seconds += time.perf_counter() - start
@@ -155,6 +181,8 @@ class MetricEvaluator:
                 if not self.inputs_checked:
                     _check_inputs(inputs, i)
                 out = call_model(model, inputs)
+                if self.samples is not None:
+                    self.samples.record(model, i, out, batch_size_of(inputs))
                 reference = self._reference_for(i, inputs, label) if use_reference else None
                 if self.postprocess is not None:
                     out, label = self.postprocess(out, label)

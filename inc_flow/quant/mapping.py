@@ -114,7 +114,8 @@ def plan_to_mapping(plan: Plan, prefix: str = "") -> QConfigMapping:
     ops = [op for op in plan.ops if op.name.startswith(prefix)]
     # convert_fx requires the same global qconfig as prepare_fx, so it comes from the
     # calibration plan (every op int8), not from this plan's fallbacks: the first op's
-    # settings, which canonical plans keep whatever its dtype (ops may differ per op).
+    # settings, which canonical plans keep whatever its dtype (an fp32 op that follows the
+    # globals carries the plan's global ones; ops may have their own).
     first = plan.ops[0] if plan.ops else None
     if plan.approach == Approach.DYNAMIC or first is None:
         mapping.set_global(None)

@@ -81,6 +81,7 @@ METRIC_EVAL_SAMPLES_SAVED: Final = "eval_samples_saved"  # also the study's tota
 METRIC_CALIBRATION_PASSES: Final = "calibration_passes"  # also the study's total
 METRIC_TRIAL_WALL_TIME: Final = "trial_wall_time_s"
 METRIC_TIED_OUTPUTS: Final = "tied_outputs"  # eval samples whose top score is shared
+METRIC_RANK_SAMPLES: Final = "rank_samples"  # samples the ranking ran to propose the plan
 BEST_PREFIX: Final = "best_"
 
 # --- metrics of the parent run -----------------------------------------------------------------

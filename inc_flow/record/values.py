@@ -66,6 +66,7 @@ def record_metrics(record: TrialRecord) -> dict[str, float]:
         k.METRIC_CALIBRATION_PASSES: record.calibration_passes,
         k.METRIC_TRIAL_WALL_TIME: record.wall_time_s,
         k.METRIC_TIED_OUTPUTS: record.tied_outputs,
+        k.METRIC_RANK_SAMPLES: record.rank_samples,
     }
     for key, value in record.perf.items():
         values.setdefault(key, value)

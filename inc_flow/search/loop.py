@@ -1,32 +1,33 @@
 """The tuning loop: one Optuna trial = one Plan, scored against the fp32 baseline.
 
-``tune`` asks Optuna for a plan (the space's seeds are enqueued one at a time, then the
-sampler proposes), has the engine build it, evaluates it with the accuracy target as
-early-rejection threshold, measures its latency and tells Optuna: the objective as value, the
-accuracy shortfall as constraint (> 0 misses). A plan already evaluated in the study is never
-evaluated again: its stored outcome is told again. At the end the best passing plans are
-timed again side by side with fp32 (``search.final``), which picks the plan and gives the
-speed verdict. Imports optuna; never mlflow or torch.
+``tune`` asks Optuna for a plan (the strategy's seeds, ``search.ranking``, are enqueued one at
+a time, then the sampler proposes), has the engine build it, evaluates it with the accuracy
+target as early-rejection threshold, measures its latency (unless its verdict cannot matter:
+with ``timeout: 0`` a plan that missed the target is not timed) and tells Optuna: the
+objective as value, the accuracy shortfall as constraint (> 0 misses). A plan already
+evaluated in the study is never evaluated again: its stored outcome is told again. At the
+end the best passing plans are timed again side by side with fp32 (``search.final``), which
+picks the plan and gives the speed verdict. Imports optuna; never mlflow or torch.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState as OptunaState
 
-from inc_flow.errors import DataError, IncFlowError, MetricError, PlanError, StudyError
+from inc_flow.errors import MetricError, PlanError, StudyError
 from inc_flow.search import storage as st
-from inc_flow.search.accuracy import check_baseline, degenerate, shortfall
+from inc_flow.search.accuracy import degenerate, shortfall
+from inc_flow.search.baseline import measure_baseline
 from inc_flow.search.final import Rivals, final_round
 from inc_flow.search.history import History
+from inc_flow.search.plan import Plan
 from inc_flow.search.ports import (
     Benchmark,
     Engine,
@@ -37,6 +38,7 @@ from inc_flow.search.ports import (
     trial_started,
 )
 from inc_flow.search.progress import LoggingTracker
+from inc_flow.search.ranking import seeds as strategy_seeds
 from inc_flow.search.records import (
     StudyInfo,
     TrialRecord,
@@ -44,7 +46,6 @@ from inc_flow.search.records import (
     closest_miss,
     objective_values,
     rank_key,
-    why,
 )
 from inc_flow.search.settings import MEMORY_STORAGE, TuneSettings
 from inc_flow.search.space import SearchSpace
@@ -114,6 +115,8 @@ class _Tuning:
                 f"`space` (approach={self.space.approach!r}, backends={self.space.backends}) "
                 f"must match `settings` (approach={s.approach!r}, backends={s.backends})"
             )
+        if s.strategy == Strategy.BASIC and self.checked:  # per-op observer changes
+            self.space = replace(self.space, op_observers=True)
         self.tracker = tracker if tracker is not None else LoggingTracker()
         self.rivals = rivals
         self.multi = s.multi_objective
@@ -124,6 +127,13 @@ class _Tuning:
         self.best_number: int | None = None
         self.stop_reason = ""
         self.heartbeat = st.heartbeat_enabled(self.storage_name)
+        self.kept: tuple[Plan, Any] | None = None  # all-int8's model, for the ranking
+
+    def model_of(self, plan: Plan) -> Any:
+        """The model of ``plan``: all-int8's as evaluated, else a new build."""
+        if self.kept is not None and self.kept[0] == plan:
+            return self.kept[1]
+        return self.engine.build(plan)
 
     # --- setup ---------------------------------------------------------------------------
     def _open_study(self) -> optuna.Study:
@@ -140,42 +150,6 @@ class _Tuning:
         study, self.storage = st.open_study(s, sampler, identity)
         return study
 
-    def _baseline(self) -> tuple[float | None, float]:
-        stored = st.stored_baseline(self.study)
-        if stored and (stored[0] is not None or not self.checked):
-            return stored
-        accuracy = None
-        fp32 = self.engine.fp32_model
-        if self.checked:
-            try:
-                outcome = self.evaluator.evaluate(fp32, None)
-            except IncFlowError:
-                raise  # e.g. DataError: NaN or inf in the eval inputs
-            except Exception as e:  # noqa: BLE001 -- user code: say which step failed
-                raise MetricError(f"evaluating the fp32 model failed: {why(e)}") from e
-            hib = self.settings.higher_is_better
-            accuracy = check_baseline(outcome.value, outcome.chance, hib)
-        try:
-            latency = float(self.benchmark.latency(fp32))
-        except IncFlowError:
-            raise
-        except Exception as e:  # noqa: BLE001 -- e.g. example inputs the model cannot take
-            raise DataError(f"timing the fp32 model on example inputs failed: {why(e)}") from e
-        st.set_baseline(self.study, accuracy, latency)
-        return accuracy, latency
-
-    def _sensitivity(self) -> Mapping[str, float]:
-        scores = st.stored_sensitivity(self.study)
-        if scores is None:
-            try:
-                raw = self.engine.sensitivity(self.space.default_plan())
-            except Exception as e:  # noqa: BLE001 -- the seeds can do without an order
-                self._warn(f"sensitivity failed ({type(e).__name__}: {e}); using graph order")
-                return {}
-            scores = {k: float(v) for k, v in raw.items() if not math.isnan(float(v))}
-            st.set_sensitivity(self.study, scores)
-        return scores
-
     # --- loop ----------------------------------------------------------------------------
     def run(self) -> TuneResult:
         s = self.settings
@@ -186,7 +160,7 @@ class _Tuning:
         stale = st.fail_stale(self.study, self.storage, self.heartbeat, s.new_trials, self._tell)
         if stale:
             self._warn(f"trials {list(stale)} were left running by a stopped process: failed")
-        self.baseline, self.baseline_latency = self._baseline()
+        self.baseline, self.baseline_latency = measure_baseline(self)
         self.required = s.required(self.baseline) if self.checked else None
         history.sync()
         info = StudyInfo(
@@ -201,8 +175,7 @@ class _Tuning:
             stale_trials=tuple(sorted(set(stale) | set(history.dead()))),
         )
         self.tracker.study_started(info)
-        basic = s.strategy in (Strategy.BASIC, Strategy.MULTI_OBJECTIVE) and self.checked
-        seeds = self.space.seeds(self._sensitivity, basic=basic)
+        seeds = strategy_seeds(self)
         default = self.space.default_plan()
         while not self.stop_reason:
             if self.heartbeat and s.new_trials:
@@ -223,9 +196,10 @@ class _Tuning:
             else:
                 if not history.waiting:  # enqueue seeds one at a time: later ones stay lazy
                     taken = history.evaluated.keys() | history.pending  # done, or running
-                    seed = next(((ph, p) for ph, p in seeds if p not in taken), None)
+                    seed = next((x for x in seeds if x[1] not in taken), None)
                     if seed is not None:
-                        st.enqueue(self.study, self.space.params_for(seed[1]), seed[0])
+                        params = self.space.params_for(seed[1])
+                        st.enqueue(self.study, params, seed[0], seed[2])
                 trial = self.study.ask()
                 try:
                     with st.heartbeat(self.storage, self.study, trial.number):
@@ -240,7 +214,10 @@ class _Tuning:
         t0 = time.perf_counter()
         st.set_worker(trial)
         plan = self.space.suggest(trial)
-        base = TrialRecord(trial.number, plan, TrialState.ERROR, st.phase_of(trial))
+        base = TrialRecord(
+            trial.number, plan, TrialState.ERROR, st.phase_of(trial),
+            rank_samples=st.rank_samples_of(trial),
+        )  # fmt: skip
         trial_started(self.tracker, trial.number, plan)
         prev = self.history.evaluated.get(plan)
         if prev is None and self.history.wait_for_twin(plan, trial.number):
@@ -270,8 +247,9 @@ class _Tuning:
                 outcome = self.evaluator.evaluate(model, threshold)
                 if bad := degenerate(outcome.value):
                     raise MetricError(f"the metric returned {bad}")
-            pruned = outcome is not None and outcome.stopped_early
-            perf = {} if pruned else measure(self.benchmark, model)
+            if plan == self.space.default_plan():
+                self.kept = (plan, model)
+            perf = {} if self._verdict_settled(outcome) else measure(self.benchmark, model)
             latency = perf.get("latency_ms")
             op_stats = op_statistics(self.engine, model)
         except Exception as e:  # noqa: BLE001 -- a broken plan must not end the study
@@ -291,6 +269,15 @@ class _Tuning:
             hib = self.settings.higher_is_better
             record = record.scored(outcome, self.baseline, self.required, hib)
         self._report(trial, record, record, model, t0)
+
+    def _verdict_settled(self, outcome: Any) -> bool:
+        """Whether latency cannot change this plan's fate: stopped early, or missed the
+        target when the first passing plan wins (``timeout: 0``)."""
+        if outcome is None:
+            return False
+        hib = self.settings.higher_is_better
+        missed = shortfall(self.required, outcome.value, hib) > 0
+        return outcome.stopped_early or (self.first_pass_wins and missed)
 
     def _report(
         self, trial: optuna.Trial, record: TrialRecord, source: TrialRecord, model: Any, t0: float
@@ -313,6 +300,8 @@ class _Tuning:
                 state = OptunaState.PRUNED
             elif source.state != TrialState.ERROR:
                 state, values = OptunaState.COMPLETE, objective_values(source, self.settings)
+                if None in values:  # a miss not timed (``_verdict_settled``): infeasible
+                    state, values = OptunaState.PRUNED, None
             st.set_record(trial, record)
             self._tell(trial, values, state)
         except optuna.exceptions.UpdateFinishedTrialError:

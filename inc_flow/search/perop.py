@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from inc_flow.errors import PlanError
 from inc_flow.search.plan import ACT_ALGORITHMS, GRANULARITIES, SCHEMES
@@ -24,6 +25,10 @@ ACT_SETTINGS = ("act_algorithm", "act_scheme")
 """Fields a dynamic plan does not search (it has no activation observer)."""
 PARAM_SEP = ":"
 """A per-op parameter is ``<setting>:<op name>`` (``act_algorithm:conv1``)."""
+OWN_FIELDS = ("act_algorithm", "weight_granularity")
+"""Fields an int8 op that follows them may hold on its own (``SearchSpace.op_observers``)."""
+INT8_OWN = "int8:"
+"""``op:<name>`` value prefix of such an op: ``int8:kl`` is int8 with its own ``kl``."""
 
 
 def choices(name: str, values: Sequence[str], allowed: tuple[str, ...]) -> tuple[str, ...]:
@@ -91,3 +96,38 @@ def count_plans(
                     meets += (-1) ** j * avoiding(out)
             count += weight * meets
     return count
+
+
+def shared_values(
+    options: Mapping[str, tuple[str, ...]], own: Sequence[Mapping[str, str]]
+) -> dict[str, str] | None:
+    """The global values of ``options``' fields under which each int8 op (``own``: its values
+    of the fields it follows) differs in one field at most: the values most ops hold (first
+    seen on ties), else the first combination that fits; None when none fits."""
+    fields = list(options)
+    keys = [tuple(o[f] for f in fields) for o in own if len(o) == len(fields)]
+    ranked = sorted(dict.fromkeys(keys), key=lambda key: -keys.count(key))
+    for key in itertools.chain(ranked, itertools.product(*options.values())):
+        ref = dict(zip(fields, key, strict=True))
+        if all(sum(v != ref[f] for f, v in o.items()) <= 1 for o in own):
+            return ref
+    return None
+
+
+def space_plans(space: Any) -> int:
+    """``SearchSpace.n_plans``: :func:`count_plans` of the space's globals, followers and ops;
+    with ``op_observers`` an int8 op's own values multiply its int8 choices."""
+    names = [n for n, _ in space.ops]
+    sizes = {"backend": len(space.backends)}
+    followers = {"backend": frozenset(names)}
+    for setting in SETTINGS:
+        sizes[setting] = len(space._global(setting))
+        followers[setting] = frozenset(n for n in names if space.follows_global(n, setting))
+    own = space._own_params()
+    ops = []
+    for n in names:
+        dtypes, variants = space.allowed_dtypes[n], space.op_variants(n)
+        n_own = math.prod(len(v) for k, v in own.items() if k.endswith(PARAM_SEP + n))
+        n_own *= 1 + len(variants) - len({f for f, _ in variants})
+        ops.append((n, "fp32" in dtypes, "int8" in dtypes, n_own))
+    return count_plans(sizes, followers, ops)

@@ -36,6 +36,14 @@ def _has_settings(data: Any) -> bool:
     return bool({"algorithm", "scheme"} & set(act) or {"granularity", "scheme"} & set(weight))
 
 
+def _reference(ops: Any) -> OpPlan | None:
+    """The int8 op holding the observer settings most int8 ops hold (the first on ties)."""
+    int8 = [op for op in ops if op.quantized]
+    return max(
+        int8, default=None, key=lambda op: sum(o.observer_key == op.observer_key for o in int8)
+    )
+
+
 @dataclass(frozen=True)
 class OpPlan:
     """How one quantizable op is executed.
@@ -199,13 +207,14 @@ class Plan:
     # --- serialisation -----------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """An fp32 op is ``{dtype: fp32}`` (INC's layout) unless its observer settings differ
-        from the first int8 op's (per-op constraints): then they are written too, so that
-        ``from_dict`` rebuilds the calibration plan tuning used."""
-        ref = next((op for op in self.ops if op.quantized), None)
+        from those most int8 ops share (per-op constraints or observers): then they are
+        written too, so that ``from_dict`` rebuilds the calibration plan tuning used (with no
+        int8 op: unless they differ from OpPlan's defaults)."""
+        ref = (_reference(self.ops) or OpPlan(name="", op_type="")).settings()
         ops = []
         for op in self.ops:
             entry = op.to_dict()
-            if not op.quantized and ref is not None and op.settings() != ref.settings():
+            if not op.quantized and op.settings() != ref:
                 full = replace(op, dtype="int8").to_dict()
                 for tensor in ("weight", "activation"):
                     entry[tensor] = {**full[tensor], "dtype": "fp32"}
@@ -233,7 +242,7 @@ class Plan:
         # load() rebuilds -- is the one tuning used. Without this a plan whose first op is
         # fp32 prepares with per_channel defaults and convert_fx refuses it ("Expected global
         # qconfigs to be the same in the prepare and convert quantization configs").
-        ref = next((op for op in ops if op.quantized), None)
+        ref = _reference(ops)
         if ref is not None:  # fp32 ops written with their own settings keep them
             ops = tuple(
                 op if op.quantized or _has_settings(r) else replace(op, **ref.settings())

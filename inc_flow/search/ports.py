@@ -5,8 +5,9 @@ rejection), a ``Benchmark`` (model -> latency) and a ``Tracker`` (study events; 
 MLflow implement one). Optional, each one method, checked with ``isinstance`` (the Protocols
 are runtime-checkable) by the helpers at the bottom, the only places that call them:
 ``HasStatistics`` (an engine's op statistics), ``HasMeasure`` (a benchmark's full figures),
-``HasSideBySide`` (a benchmark's side-by-side round after the search) and ``HasTrialStarted``
-(a tracker told when a trial starts).
+``HasSideBySide`` (a benchmark's side-by-side round after the search), ``HasTrialStarted``
+(a tracker told when a trial starts) and ``HasProbe`` (an evaluator's per-sample outputs, what
+the default strategy ranks plans on; ``search.ranking``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from inc_flow.search.plan import Plan
+from inc_flow.search.probe import Probe
 from inc_flow.search.records import EvalOutcome, StudyInfo, TrialRecord, TuneResult
 from inc_flow.search.speed import Candidate, Samples
 
@@ -100,6 +102,16 @@ class HasTrialStarted(Protocol):
     (MLflow opens the child run there, so a killed process leaves a run to mark KILLED)."""
 
     def trial_started(self, number: int, plan: Plan) -> None: ...
+
+
+@runtime_checkable
+class HasProbe(Protocol):
+    """Optional for an ``Evaluator``: ``model`` and ``reference`` (fp32) run on the probe
+    samples at ``indices`` (None: all of them), compared sample by sample. The probe samples
+    are the eval set's (in loader order), or for an ``eval_func`` the calibration data's,
+    whose labels are then fp32's predictions. Outputs recorded during ``evaluate`` are reused."""
+
+    def probe(self, model: Any, reference: Any, indices: Sequence[int] | None) -> Probe: ...
 
 
 def op_statistics(engine: Engine, model: Any) -> list[dict[str, Any]]:

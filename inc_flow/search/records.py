@@ -65,6 +65,7 @@ class TrialRecord:
     failure_reason: str | None = None
     duplicate_of: int | None = None
     tied_outputs: int | None = None
+    rank_samples: int = 0  # samples the ranking ran to propose this plan (search.ranking)
     # Latency per batch size and throughput, when the benchmark measures them.
     perf: dict[str, float] = field(default_factory=dict, compare=False)
     # Mixed Precision Statistics rows of the built model: {"Op Type", "Total", "INT8", "FP32"}.

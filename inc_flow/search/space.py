@@ -7,13 +7,17 @@ Parameters (each only when it has more than one choice):
 * ``backend``, ``weight_granularity``, ``weight_scheme``, ``act_algorithm``, ``act_scheme``
   (the last two static PTQ and QAT only: dynamic PTQ has no activation observer) -- global,
   taken by every op the config does not constrain otherwise;
-* ``op:<name>`` -- ``int8`` or ``fp32`` for each op whose dtype is not fixed;
+* ``op:<name>`` -- ``int8`` or ``fp32`` for each op whose dtype is not fixed; with
+  ``op_observers`` also ``int8:<value>``: int8 with its own value (``kl``, ``per_tensor``) of
+  one observer field it follows (``perop.OWN_FIELDS``) where the global one has another (the
+  ``basic`` strategy's per-op observer changes; an op the config constrains gets none);
 * ``<setting>:<name>`` (``act_algorithm:conv1``) -- an op's own choice, when its config
   (INC's ``op_wise``/``optype_wise``) allows several values other than the global ones. A
   single allowed value pins the op's setting (no parameter). ``allowed(op)`` lists them all.
 
 Plans are canonical: an op taking a global setting holds the plan's value of it (that of its
-first int8 op taking it), fp32 ops hold their int8 values (so every fallback set of one
+first int8 op taking it; with ``op_observers`` the values most int8 ops share), fp32 ops hold
+their int8 values (so every fallback set of one
 observer setting shares one ``Plan.calibration_key()``; an op's own free choice is its first
 value while it is fp32), and a plan without any int8 op carries the default settings (an
 all-fp32 model is the same whatever its observers). Equal canonical plans are the same trial;
@@ -30,10 +34,13 @@ from typing import Any, Protocol
 from inc_flow.errors import PlanError
 from inc_flow.search.perop import (
     ACT_SETTINGS,
+    INT8_OWN,
+    OWN_FIELDS,
     PARAM_SEP,
     SETTINGS,
     check_op_settings,
-    count_plans,
+    shared_values,
+    space_plans,
 )
 from inc_flow.search.perop import choices as _choices
 from inc_flow.search.plan import APPROACHES, BACKENDS, DTYPES, FRAMEWORKS, OpPlan, Plan
@@ -77,6 +84,8 @@ class SearchSpace:
             ``op_wise``/``optype_wise``) differs from the global choices: one value pins the
             setting for that op, several are that op's own parameter ``<setting>:<op>``.
             Settings are the keys of :data:`inc_flow.search.perop.SETTINGS`.
+        op_observers: an int8 op may hold its own value of one observer field it follows
+            (``op_variants``); the config's constraints stay hard limits.
     """
 
     ops: tuple[tuple[str, str], ...]
@@ -89,6 +98,7 @@ class SearchSpace:
     framework: str = Framework.FX.value
     weight_schemes: tuple[str, ...] = ("sym",)
     op_settings: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
+    op_observers: bool = False
 
     def __post_init__(self) -> None:
         ops = tuple((str(n), str(t)) for n, t in self.ops)
@@ -162,34 +172,35 @@ class SearchSpace:
             if len(values) > 1 and any(self.follows_global(n, setting) for n, _ in self.ops):
                 result[setting] = values
         for name, _ in self.ops:
-            if len(self.allowed_dtypes[name]) > 1:
-                result[OP_PREFIX + name] = self.allowed_dtypes[name]
+            own = tuple(INT8_OWN + v for _, v in self.op_variants(name))
+            if len(self.allowed_dtypes[name] + own) > 1:
+                result[OP_PREFIX + name] = self.allowed_dtypes[name] + own
         result.update(self._own_params())
         return result
+
+    def op_variants(self, op: OpPlan | str) -> list[tuple[str, str]]:
+        """(field, value) the int8 op ``op`` may hold on its own (``op_observers``): every
+        searched value of each ``OWN_FIELDS`` field it follows -- none of a field its config
+        pins or gives it a choice of; for an OpPlan, only the values it does not hold."""
+        name = op if isinstance(op, str) else op.name
+        if not self.op_observers or "int8" not in self.allowed_dtypes[name]:
+            return []
+        return [
+            (f, v)
+            for f in OWN_FIELDS
+            if self.follows_global(name, f) and len(self._global(f)) > 1
+            for v in self._global(f)
+            if isinstance(op, str) or getattr(op, f) != v
+        ]
 
     def tunable_ops(self) -> tuple[str, ...]:
         """Ops whose dtype is searched (neither forced to int8 nor to fp32)."""
         return tuple(n for n, _ in self.ops if len(self.allowed_dtypes[n]) > 1)
 
     def n_plans(self) -> int:
-        """Number of distinct canonical plans in the space."""
-        names = [n for n, _ in self.ops]
-        sizes = {"backend": len(self.backends)}
-        followers = {"backend": frozenset(names)}
-        for setting in SETTINGS:
-            sizes[setting] = len(self._global(setting))
-            followers[setting] = frozenset(n for n in names if self.follows_global(n, setting))
-        own = self._own_params()
-        ops = [
-            (
-                n,
-                "fp32" in self.allowed_dtypes[n],
-                "int8" in self.allowed_dtypes[n],
-                math.prod(len(v) for k, v in own.items() if k.endswith(PARAM_SEP + n)),
-            )
-            for n in names
-        ]
-        return count_plans(sizes, followers, ops)
+        """Number of distinct canonical plans in the space (``op_observers``: an upper bound,
+        as an op's own value may equal another global choice)."""
+        return space_plans(self)
 
     def suggest(self, trial: TrialLike) -> Plan:
         """Ask ``trial`` for every parameter and return the canonical plan."""
@@ -221,7 +232,11 @@ class SearchSpace:
                 else pick(f"{s}{PARAM_SEP}{n}", allowed[s])
                 for s in SETTINGS
             }
-            dtype = pick(OP_PREFIX + n, self.allowed_dtypes[n])
+            dtype = pick(OP_PREFIX + n, choices.get(OP_PREFIX + n, self.allowed_dtypes[n]))
+            if dtype.startswith(INT8_OWN):
+                value = dtype[len(INT8_OWN) :]
+                settings[next(f for f, v in self.op_variants(n) if v == value)] = value
+                dtype = "int8"
             ops.append(OpPlan(name=n, op_type=t, dtype=dtype, **settings))
         plan = Plan(
             ops=tuple(ops),
@@ -242,7 +257,35 @@ class SearchSpace:
                 if op.quantized and self.follows_global(op.name, setting)
             )
             out[setting] = next(values, self._global(setting)[0])
+        if self.op_observers and plan.int8_ops:
+            options = {f: self._global(f) for f in OWN_FIELDS if len(self._global(f)) > 1}
+            shared = shared_values(options, [self._own(op) for op in plan.ops if op.quantized])
+            if shared is None:
+                raise PlanError(f"per-op observer settings of plan {plan.summary()!r} do not fit")
+            out.update(shared)
         return out
+
+    def _own(self, op: OpPlan) -> dict[str, str]:
+        """``op``'s values of the fields it may hold on its own (``op_variants``)."""
+        return {f: v for f, v in self.op_variants(op.name) if getattr(op, f) == v}
+
+    def _op_value(self, op: OpPlan, globals_: Mapping[str, str]) -> str:
+        """``op:<name>`` param value of ``op`` in a canonical plan with ``globals_``."""
+        if not op.quantized:
+            return "fp32"
+        own = [v for f, v in self._own(op).items() if v != globals_[f]]
+        return INT8_OWN + own[0] if own else "int8"
+
+    def with_op_setting(self, plan: Plan, name: str, field_: str, value: str) -> Plan:
+        """``plan`` (canonical) with op ``name`` int8 holding ``field_ = value`` of its own;
+        a PlanError when ``allowed(name)`` or the space's encoding does not let it."""
+        changed = {"dtype": "int8", field_: value}
+        ops = tuple(replace(op, **changed) if op.name == name else op for op in plan.ops)
+        result = self.canonical(replace(plan, ops=ops))
+        if not result.op(name).quantized or getattr(result.op(name), field_) != value:
+            allowed = {k: list(v) for k, v in self.allowed(name).items()}
+            raise PlanError(f"op {name!r} cannot hold {field_}={value!r}: allowed {allowed}")
+        return result
 
     def params_for(self, plan: Plan) -> dict[str, str]:
         """Optuna params of ``plan`` (for ``enqueue_trial``); the inverse of plan_from_params."""
@@ -251,7 +294,7 @@ class SearchSpace:
         params: dict[str, str] = {}
         for name in self.choices():
             if name.startswith(OP_PREFIX):
-                params[name] = plan.op(name[len(OP_PREFIX) :]).dtype
+                params[name] = self._op_value(plan.op(name[len(OP_PREFIX) :]), values)
             elif PARAM_SEP in name:
                 setting, op = name.split(PARAM_SEP, 1)
                 params[name] = getattr(plan.op(op), setting)
@@ -270,9 +313,10 @@ class SearchSpace:
         for op in plan.ops:
             allowed = self.allowed(op.name)
             settings = {}
+            own = self._own(op) if op.quantized else {}
             for s in SETTINGS:
                 if self.follows_global(op.name, s):
-                    settings[s] = globals_[s]
+                    settings[s] = own.get(s, globals_[s])
                 elif op.quantized and getattr(op, s) in allowed[s]:
                     settings[s] = getattr(op, s)
                 else:

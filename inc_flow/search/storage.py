@@ -34,6 +34,7 @@ logger = logging.getLogger("inc_flow")
 
 # Trial user attrs.
 RECORD_ATTR, PHASE_ATTR, WORKER_ATTR = "inc_flow.record", "inc_flow.phase", "inc_flow.worker"
+RANK_ATTR = "inc_flow.rank_samples"  # samples the ranking ran to propose the trial
 # Study user attrs.
 BASELINE_ATTR, SENSITIVITY_ATTR = "inc_flow.baseline", "inc_flow.sensitivity"
 SPACE_ATTR = "inc_flow.space"
@@ -287,9 +288,19 @@ def phase_of(trial: optuna.Trial | FrozenTrial) -> str:
     return str(trial.user_attrs.get(PHASE_ATTR, DEFAULT_PHASE))
 
 
-def enqueue(study: optuna.Study, params: Mapping[str, Any], phase: str) -> None:
-    """Enqueue a seed plan's params, with its phase."""
-    study.enqueue_trial(dict(params), user_attrs={PHASE_ATTR: phase})
+def enqueue(
+    study: optuna.Study, params: Mapping[str, Any], phase: str, rank_samples: int = 0
+) -> None:
+    """Enqueue a seed plan's params, with its phase and the samples its ranking cost."""
+    attrs: dict[str, Any] = {PHASE_ATTR: phase}
+    if rank_samples:
+        attrs[RANK_ATTR] = int(rank_samples)
+    study.enqueue_trial(dict(params), user_attrs=attrs)
+
+
+def rank_samples_of(trial: optuna.Trial | FrozenTrial) -> int:
+    """Samples the ranking ran to propose ``trial`` (0: not proposed by a ranking)."""
+    return int(trial.user_attrs.get(RANK_ATTR, 0))
 
 
 def params_of(trial: FrozenTrial) -> Mapping[str, Any]:

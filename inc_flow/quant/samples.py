@@ -1,0 +1,176 @@
+"""Per-sample outputs for the search's ranking (``search.ports.HasProbe``).
+
+``SampleProbe`` runs a model and the fp32 model on chosen samples of a loader and compares
+them sample by sample into a ``search.probe.Probe``: argmax class, whether the top score ties,
+fp32's top-1 margin and the output error. Outputs of full evaluations are recorded per batch
+(``record``), so probing all-int8 over every eval sample after its evaluation runs nothing
+again. Only the first tensor of a model's output is compared, flattened per sample.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+
+from inc_flow.data.batches import call_model, split_batch
+from inc_flow.errors import DataError
+from inc_flow.search.probe import Probe
+
+MAX_VALUES = 4096  # per sample: larger outputs are not recorded (probes run them again)
+KEPT_RUNS = 3  # models whose recorded outputs are kept: the first (fp32), the two latest
+
+
+def first_tensor(out: Any) -> torch.Tensor:
+    """The first tensor of a model's output (a tensor, or nested in a tuple, list or dict)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, tuple | list) and out:
+        return first_tensor(out[0])
+    raise DataError(f"model output has no tensor: {type(out).__name__}")
+
+
+def flat(out: Any, n: int) -> torch.Tensor:
+    """The output as float ``[n, values]`` (dequantized, detached)."""
+    t = first_tensor(out).detach()
+    if t.is_quantized:
+        t = t.dequantize()
+    return t.float().reshape(n, -1)
+
+
+def take(inputs: Any, positions: list[int]) -> Any:
+    """The samples at ``positions`` (dim 0) of a batch's inputs."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs[positions]
+    if isinstance(inputs, tuple | list):
+        return type(inputs)(take(x, positions) for x in inputs)
+    if isinstance(inputs, dict):
+        return {k: take(v, positions) for k, v in inputs.items()}
+    raise DataError(f"cannot select samples from inputs of type {type(inputs).__name__}")
+
+
+def compare(out: torch.Tensor, ref: torch.Tensor, classes: bool) -> dict[str, list]:
+    """Per-sample facts of ``out`` beside ``ref`` (both ``[n, values]``)."""
+    err = ((out - ref) ** 2).mean(dim=1) / ((ref**2).mean(dim=1) + 1e-12)
+    facts: dict[str, list] = {"errors": err.tolist()}
+    if classes and out.shape[1] >= 2:
+        top = out.max(dim=1, keepdim=True).values
+        two = torch.topk(ref, 2, dim=1).values
+        facts.update(
+            preds=out.argmax(dim=1).tolist(),
+            ref_preds=ref.argmax(dim=1).tolist(),
+            tied=((out == top).sum(dim=1) > 1).tolist(),
+            ref_margins=(two[:, 0] - two[:, 1]).tolist(),
+        )
+    return facts
+
+
+class SampleProbe:
+    """Probes over ``loader``: its first ``limit`` samples (None: all) and ``batches`` batches
+    (<= 0: all; an eval loader's ``iteration``). ``classes``: compare argmax classes
+    (classification metrics, ``eval_func``), else output errors only."""
+
+    def __init__(
+        self, loader: Iterable[Any], classes: bool, limit: int | None = None, batches: int = -1
+    ) -> None:
+        self.loader, self.classes, self.limit, self.batches = loader, classes, limit, batches
+        self._runs: OrderedDict[int, tuple[Any, dict[int, torch.Tensor]]] = OrderedDict()
+        self._subsets: dict[tuple[int, ...], list[tuple[int, list[int], Any]]] = {}
+
+    # --- recording during evaluation ------------------------------------------------------
+    def record(self, model: Any, batch: int, out: Any, n: int) -> None:
+        """Keep ``model``'s outputs on batch ``batch`` (of ``n`` samples)."""
+        key = id(model)
+        if batch == 0 or key not in self._runs:
+            self._runs.pop(key, None)
+            self._runs[key] = (model, {})
+            while len(self._runs) > KEPT_RUNS:  # the first run (fp32's baseline) stays
+                del self._runs[list(self._runs)[1]]
+        values = flat(out, n)
+        if values.shape[1] <= MAX_VALUES:
+            self._runs[key][1][batch] = values
+
+    def _recorded(self, model: Any, batch: int) -> torch.Tensor | None:
+        run = self._runs.get(id(model))
+        return None if run is None or run[0] is not model else run[1].get(batch)
+
+    # --- probing ---------------------------------------------------------------------------
+    def _batches(self) -> Iterable[tuple[int, Any]]:
+        seen = 0
+        for i, batch in enumerate(self.loader):
+            if (self.limit is not None and seen >= self.limit) or 0 < self.batches <= i:
+                return
+            inputs, _ = split_batch(batch)
+            yield i, inputs
+            seen += _size(inputs)
+
+    def probe(self, model: Any, reference: Any, indices: Sequence[int] | None) -> Probe:
+        """``model`` beside ``reference`` on the samples at ``indices`` (None: all)."""
+        facts: dict[str, list] = {}
+        order: list[int] = []
+        cost = 0
+        with torch.no_grad():
+            for batch, local, where, inputs in self._pieces(indices):
+                outs = []
+                for m in (model, reference):
+                    values = self._recorded(m, batch)
+                    if values is not None and local is not None:
+                        values = values[local]
+                    if values is None:
+                        values, cost = flat(call_model(m, inputs), len(where)), cost + len(where)
+                    outs.append(values)
+                order += where
+                for k, v in compare(outs[0], outs[1], self.classes).items():
+                    facts.setdefault(k, []).extend(v)
+        return Probe(
+            indices=tuple(order),
+            preds=tuple(facts.get("preds", ())),
+            ref_preds=tuple(facts.get("ref_preds", ())),
+            tied=tuple(bool(t) for t in facts.get("tied", ())),
+            ref_margins=tuple(facts.get("ref_margins", ())),
+            errors=tuple(facts.get("errors", ())),
+            cost=cost,
+        )
+
+    def _pieces(self, indices: Sequence[int] | None) -> Iterable[tuple[int, Any, list[int], Any]]:
+        """(batch index, positions in the batch or None for all, sample indices, inputs)."""
+        if indices is None:
+            start = 0
+            for i, inputs in self._batches():
+                n = _size(inputs)
+                yield i, None, list(range(start, start + n)), inputs
+                start += n
+            return
+        key = tuple(sorted(set(indices)))
+        if key not in self._subsets:
+            wanted, pieces, start = set(key), [], 0
+            for i, inputs in self._batches():
+                n = _size(inputs)
+                local = [j for j in range(n) if start + j in wanted]
+                if local:
+                    pieces.append((i, local, [start + j for j in local], take(inputs, local)))
+                start += n
+            self._subsets[key] = pieces
+        yield from self._subsets[key]
+
+
+def ranks_classes(metric: Any) -> bool:
+    """Whether ``metric`` judges class scores (``topk``, ``Accuracy``: they count ties)."""
+    metrics = getattr(metric, "metrics", None)
+    if isinstance(metrics, dict):
+        return any(ranks_classes(m) for m in metrics.values())
+    return hasattr(metric, "tied")
+
+
+def _size(inputs: Any) -> int:
+    if isinstance(inputs, torch.Tensor):
+        return int(inputs.shape[0]) if inputs.dim() else 1
+    if isinstance(inputs, dict):
+        inputs = list(inputs.values())
+    if isinstance(inputs, tuple | list) and inputs:
+        return _size(inputs[0])
+    return 1

@@ -1,0 +1,79 @@
+"""``MetricEvaluator.probe`` (quant/samples.py): a model beside fp32, sample by sample."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from inc_flow.errors import MetricError
+from inc_flow.metrics import TopK
+from inc_flow.metrics.regression import MSE
+from inc_flow.quant.evaluate import MetricEvaluator
+from inc_flow.search.ports import HasProbe
+
+pytestmark = pytest.mark.no_mlflow
+
+
+class Scores(nn.Module):
+    """Returns its input as class scores, with ``shift`` added to class 0 of some samples."""
+
+    def __init__(self, shift: float = 0.0, rows: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.shift, self.rows = shift, rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x[:, :, 0].clone()
+        idx = [i for i in range(x.shape[0]) if int(x[i, 0, 1]) in self.rows]
+        out[idx, 0] += self.shift
+        return out
+
+
+def data(n: int = 40) -> torch.Tensor:
+    """Sample i: scores [i % 4 is highest], a tie between 1 and 2 on sample 5, its index."""
+    x = torch.zeros(n, 4, 2)
+    for i in range(n):
+        x[i, :, 0] = torch.tensor([0.1, 0.2, 0.3, 0.4]).roll(i % 4 - 3)
+        x[i, 0, 1] = i
+    x[5, :, 0] = torch.tensor([0.0, 0.9, 0.9, 0.0])
+    return x
+
+
+def test_probe_compares_classes_ties_and_margins_and_reuses_recorded_outputs() -> None:
+    x = data()
+    loader = DataLoader(TensorDataset(x, torch.arange(40) % 4), batch_size=16)
+    evaluator = MetricEvaluator(dataloader=loader, metric=TopK(k=1))
+    assert isinstance(evaluator, HasProbe)
+    fp32, int8 = Scores(), Scores(shift=1.0, rows=(3, 17, 30))
+    evaluator.evaluate(fp32)
+    evaluator.evaluate(int8)
+    full = evaluator.probe(int8, fp32, None)
+    assert full.cost == 0 and full.indices == tuple(range(40))  # both recorded: nothing run
+    wrong = [i for i, ok in enumerate(full.agrees()) if not ok]
+    assert wrong == [3, 5, 17, 30]  # three moved to class 0, one tie
+    assert full.tied[5] and full.ref_margins[0] == pytest.approx(0.1)
+    part = evaluator.probe(int8, fp32, (3, 17, 20))
+    assert part.indices == (3, 17, 20) and part.cost == 0  # picked from the recorded outputs
+    assert part.agrees() == [False, False, True]
+    other = Scores(shift=1.0, rows=(3,))
+    assert evaluator.probe(other, fp32, None).cost == 40  # never evaluated: run once
+
+
+def test_without_class_scores_only_output_errors_count() -> None:
+    x = data(8)
+    loader = DataLoader(TensorDataset(x, torch.zeros(8, 4)), batch_size=4)
+    evaluator = MetricEvaluator(dataloader=loader, metric=MSE())
+    probe = evaluator.probe(Scores(shift=2.0, rows=(6,)), Scores(), None)
+    assert not probe.classes and probe.errors[6] > 1 and probe.errors[0] == 0
+
+
+def test_an_eval_func_probes_the_calibration_data_or_says_it_cannot() -> None:
+    calib = [data(12)]
+    evaluator = MetricEvaluator(eval_func=lambda m: 0.5, probe_loader=calib, probe_limit=8)
+    probe = evaluator.probe(Scores(shift=1.0, rows=(1,)), Scores(), None)
+    assert probe.indices == tuple(range(12)) and probe.cost == 24  # the whole first batch
+    assert [i for i, ok in enumerate(probe.agrees()) if not ok] == [1, 5]
+    blind = MetricEvaluator(eval_func=lambda m: 0.5)
+    with pytest.raises(MetricError, match="no probe data"):
+        blind.probe(Scores(), Scores(), None)
