@@ -86,6 +86,10 @@ def start_mlflow_server(
         str(port),
         "--workers",
         str(workers),
+        # uvicorn kills a worker that misses its 5 s health check; a worker still importing
+        # mlflow on a loaded machine does, and the server then never comes up.
+        "--uvicorn-opts",
+        "--timeout-worker-healthcheck 120",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
     env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
