@@ -42,6 +42,10 @@ WARNING_FILTERS: tuple[tuple[str, type[Warning]], ...] = (
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=_TORCH_AO_DEPRECATION, category=DeprecationWarning)
+    import torch.ao.nn.intrinsic.quantized  # noqa: F401 - the fused int8 subclasses (ConvReLU2d)
+    import torch.ao.nn.intrinsic.quantized.dynamic  # noqa: F401 - and LinearReLU (dynamic)
+    import torch.ao.nn.quantized as nnq
+    import torch.ao.nn.quantized.dynamic as nnqd
     from torch.ao.nn.quantized import DeQuantize, Quantize
     from torch.ao.quantization import (
         DeQuantStub,
@@ -63,11 +67,6 @@ with warnings.catch_warnings():
     from torch.ao.quantization import prepare_qat as eager_prepare_qat
     from torch.ao.quantization import quantize_dynamic as eager_quantize_dynamic
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
-
-    import torch.ao.nn.intrinsic.quantized  # noqa: F401 - the fused int8 subclasses (ConvReLU2d)
-    import torch.ao.nn.intrinsic.quantized.dynamic  # noqa: F401 - and LinearReLU (dynamic)
-    import torch.ao.nn.quantized as nnq
-    import torch.ao.nn.quantized.dynamic as nnqd
 
 # The int8 modules that compute (weights x activations), fused variants being subclasses;
 # what a plan op becomes when it is int8. Not QuantStub glue, dropout or QFunctional.

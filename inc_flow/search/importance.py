@@ -96,9 +96,7 @@ def param_importances(result: TuneResult) -> list[Importances]:
         out = [fanova(study, _value(i), name) for i, name in enumerate(names)]
         if result.accuracy_checked and ACCURACY_TARGET not in names:
             accuracy = {r.number: r.accuracy for r in completed if r.accuracy is not None}
-            out.append(
-                fanova(study, lambda t: accuracy.get(t.number, math.nan), ACCURACY_TARGET)
-            )
+            out.append(fanova(study, lambda t: accuracy.get(t.number, math.nan), ACCURACY_TARGET))
         return [imp for imp in out if imp is not None]
     except Exception as e:  # noqa: BLE001 - importances need variety; the other plots suffice
         logger.info("param importances skipped: %s", e)
