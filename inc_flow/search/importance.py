@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import optuna
 
 from inc_flow.search.records import TuneResult
+from inc_flow.search.settings import ACCURACY_NAME
 from inc_flow.vocab import TrialState
 
 logger = logging.getLogger("inc_flow")
@@ -26,7 +27,7 @@ logger = logging.getLogger("inc_flow")
 MIN_COMPLETED = 3  # fewer fully evaluated trials say nothing about importance
 EVALUATOR = "fANOVA"
 SEED = 0  # fANOVA fits a random forest: a fixed seed gives the same ranking every time
-ACCURACY_TARGET = "accuracy"
+ACCURACY_TARGET = ACCURACY_NAME  # the constraint's target: the same name as the objective
 
 
 @dataclass(frozen=True)
