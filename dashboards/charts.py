@@ -117,6 +117,10 @@ def _untimed_strip(ax: Any, untimed: Sequence[dict[str, Any]]) -> None:
     """Trials with an accuracy and no latency, at the right edge past a dotted line."""
     lo, hi = ax.get_xlim()
     ax.set_xlim(lo, hi + 0.15 * (hi - lo))
+    ys = [p["accuracy"] for p in untimed]  # points in axes coordinates do not widen the range
+    bottom, top = ax.get_ylim()
+    pad = 0.05 * ((max(top, *ys) - min(bottom, *ys)) or 1.0)
+    ax.set_ylim(min(bottom, min(ys) - pad), max(top, max(ys)) + pad)
     ax.plot([0.93, 0.93], [0, 1], transform=ax.transAxes, color=palette.ANNOTATION, ls=":", lw=0.8)
     ax.text(0.965, 1.01, NOT_TIMED, transform=ax.transAxes, ha="center", fontsize=7)
     edge = ax.get_yaxis_transform()  # x in axes fraction, y in accuracy

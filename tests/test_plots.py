@@ -184,6 +184,7 @@ def test_history_draws_pruned_trials_distinctly():
     assert tuple(pruned.get_facecolor()[0][:3]) != tuple(drawn["failed"].get_facecolor()[0][:3])
     assert pruned.get_paths()[0] != drawn["passed"].get_paths()[0]  # its own marker
     assert drawn["best (trial 3)"].get_offsets().tolist() == [[3.0, 2.5]]
+    assert ax.get_xlim()[1] > 5  # the error trial 5, drawn in the strip, is inside
     assert ax.get_ylabel() == "latency (ms)" and ax.get_title() == "Optimization history"
     best_line = next(li for li in ax.lines if li.get_label() == "best passing so far")
     assert best_line.get_ydata().tolist() == [3.0, 2.5, 2.5]
@@ -206,6 +207,7 @@ def test_accuracy_latency_draws_pruned_trials_labels_and_the_best():
     assert target.get_color() == palette.TARGET
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("latency (ms)", "accuracy")
     assert ax.get_xlim()[1] > 6.0  # the fp32 point is inside, the strip past it
+    assert ax.get_ylim()[0] < 0.40 < 0.81 < ax.get_ylim()[1]  # the pruned trial is visible
 
 
 def test_report_scatter_draws_untimed_trials_and_the_best():

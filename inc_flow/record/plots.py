@@ -56,7 +56,7 @@ def _by_state(records: Sequence[TrialRecord]) -> dict[str, list[TrialRecord]]:
 def history_figure(result: TuneResult) -> Figure:
     """Latency per trial by state, best passing latency so far, fp32 latency, best trial;
     trials without a latency in a strip along the bottom."""
-    fig = Figure(figsize=(7.5, 4.2))
+    fig = Figure(figsize=(7.5, 4.2), layout="constrained")
     ax = fig.subplots()
     timed = [r for r in result.records if r.latency_ms is not None]
     for state, rs in _by_state(timed).items():
@@ -72,6 +72,10 @@ def history_figure(result: TuneResult) -> Figure:
             color=palette.state_color(state), marker=MARKERS.get(state, "v"),
             label=_label(state, False),
         )  # fmt: skip
+    if untimed:  # the strip does not widen the axis by itself
+        lo, hi = ax.get_xlim()
+        numbers = [r.number for r in untimed]
+        ax.set_xlim(min(lo, min(numbers) - 0.5), max(hi, max(numbers) + 0.5))
     best, xs, ys = None, [], []
     for r in sorted(timed, key=lambda r: r.number):
         if r.passed and (best is None or r.latency_ms < best):
@@ -105,7 +109,7 @@ def accuracy_latency_figure(result: TuneResult) -> Figure | None:
     scored = [r for r in result.records if r.accuracy is not None]
     if not scored or result.baseline_accuracy is None:
         return None
-    fig = Figure(figsize=(7.5, 4.4))
+    fig = Figure(figsize=(7.5, 4.4), layout="constrained")
     ax = fig.subplots()
     timed = [r for r in scored if r.latency_ms is not None]
     for state, rs in _by_state(timed).items():
@@ -130,9 +134,10 @@ def accuracy_latency_figure(result: TuneResult) -> Figure | None:
         ax.axhline(result.required_accuracy, color=palette.TARGET, ls="--", lw=1, label="target")
     edge = ax.get_yaxis_transform()  # x in axes fraction, y in accuracy
     untimed = [r for r in scored if r.latency_ms is None]
-    if untimed:  # room on the right for them, past a dotted line
+    if untimed:  # room on the right for them, past a dotted line; their accuracies in range
         lo, hi = ax.get_xlim()
         ax.set_xlim(lo, hi + 0.15 * (hi - lo))
+        _include(ax, [r.accuracy for r in untimed])
         ax.plot([0.93, 0.93], [0, 1], transform=ax.transAxes, color=palette.ANNOTATION, ls=":",
                 lw=0.8)  # fmt: skip
         ax.text(0.965, 1.01, NOT_TIMED, transform=ax.transAxes, ha="center", fontsize=7)
@@ -158,12 +163,19 @@ def accuracy_latency_figure(result: TuneResult) -> Figure | None:
     return fig
 
 
+def _include(ax: Axes, ys: Sequence[float]) -> None:
+    """Widen the y range to hold ``ys`` (points drawn in axes coordinates do not)."""
+    lo, hi = ax.get_ylim()
+    pad = 0.05 * ((max(hi, *ys) - min(lo, *ys)) or 1.0)
+    ax.set_ylim(min(lo, min(ys) - pad), max(hi, max(ys)) + pad)
+
+
 def importances_figure(importances: Sequence[Importances]) -> Figure:
     """One panel per target: horizontal bars, most important on top, titled with the
     evaluator, the target and the number of trials."""
     n = len(importances)
     height = max(2.4, 0.9 + 0.35 * max(len(i.values) for i in importances))
-    fig = Figure(figsize=(6.0 * n, height))
+    fig = Figure(figsize=(6.0 * n, height), layout="constrained")
     axes = fig.subplots(1, n, squeeze=False)[0]
     for ax, imp in zip(axes, importances, strict=True):
         names, values = list(reversed(imp.values)), list(reversed(imp.values.values()))
@@ -183,7 +195,6 @@ def _save(fig: Figure, path: Path) -> Path:
     for ax in fig.axes:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=7)
-    fig.tight_layout()
     fig.savefig(path, dpi=90)
     return path
 
