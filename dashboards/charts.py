@@ -18,16 +18,12 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-STATE_COLORS = {
-    "passed": "#2e7d32",
-    "failed": "#c62828",
-    "pruned": "#ef6c00",
-    "error": "#000000",
-    "duplicate": "#9e9e9e",
-    "killed": "#6a1b9a",
-    "running": "#1565c0",
-}
-INT8, FP32, NONE = "#43a047", "#fb8c00", "#eeeeee"
+from inc_flow import palette
+
+STATE_COLORS = palette.STATE  # one colour per meaning, shared with the run's PNG plots
+INT8, FP32, NONE = palette.INT8, palette.FP32, palette.NO_PLAN
+MARKERS = {"pruned": "X", "duplicate": "s"}  # else a dot
+NOT_TIMED = "not timed"
 _RC = {"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False}
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -58,9 +54,10 @@ def _figure(width: float, height: float) -> tuple[Figure, Any]:
 
 @_styled
 def scatter_chart(data: dict[str, Any]) -> str | None:
-    """Accuracy x latency: trials by state, Pareto front, fp32 point, target line, best."""
-    points = data["points"]
-    if not points:
+    """Accuracy x latency: trials by state, Pareto front, fp32 point, target line, best;
+    trials with an accuracy but no latency (``untimed``: pruned) in a strip at the right."""
+    points, untimed = data["points"], data.get("untimed", [])
+    if not points and not untimed:
         return None
     fig, ax = _figure(7.5, 4.2)
     for state in STATE_COLORS:
@@ -68,35 +65,82 @@ def scatter_chart(data: dict[str, Any]) -> str | None:
         if pts:
             ax.scatter(
                 [p["latency_ms"] for p in pts], [p["accuracy"] for p in pts], s=28,
-                color=STATE_COLORS[state], label=state, zorder=3,
+                color=STATE_COLORS[state], marker=MARKERS.get(state, "o"), label=state, zorder=3,
             )  # fmt: skip
     for p in points:
-        ax.annotate(str(p["trial"]), (p["latency_ms"], p["accuracy"]), fontsize=7,
-                    xytext=(3, 3), textcoords="offset points", color="#555555")  # fmt: skip
+        ax.annotate(
+            str(p["trial"]),
+            (p["latency_ms"], p["accuracy"]),
+            fontsize=7,
+            xytext=(3, 3),
+            textcoords="offset points",
+            color=palette.ANNOTATION,
+        )
     front = data["pareto"]
     if front:
         ax.plot(
             [p["latency_ms"] for p in front], [p["accuracy"] for p in front], ds="steps-post",
-            color="#1e88e5", lw=1.2, marker="s", ms=9, mfc="none", label="Pareto front",
+            color=palette.PARETO, lw=1.2, marker="s", ms=9, mfc="none", label="Pareto front",
             zorder=2,
         )  # fmt: skip
     best = [p for p in points if p["best"]]
     if best:
-        ax.scatter(best[0]["latency_ms"], best[0]["accuracy"], s=160, facecolors="none",
-                   edgecolors="#1b5e20", linewidths=2, label="best", zorder=4)  # fmt: skip
+        b = best[0]
+        ax.scatter(
+            b["latency_ms"],
+            b["accuracy"],
+            s=160,
+            facecolors="none",
+            zorder=4,
+            edgecolors=palette.BEST,
+            linewidths=2.2,
+            label=f"best (trial {b['trial']})",
+        )
     fp32 = data["fp32"]
     if fp32 and fp32["accuracy"] is not None:
-        ax.scatter(fp32["latency_ms"], fp32["accuracy"], marker="*", s=180, color="black",
+        ax.scatter(fp32["latency_ms"], fp32["accuracy"], marker="*", s=180, color=FP32,
                    label="fp32", zorder=4)  # fmt: skip
     elif fp32:
-        ax.axvline(fp32["latency_ms"], color="black", ls=":", lw=1, label="fp32 latency")
+        ax.axvline(fp32["latency_ms"], color=FP32, ls=":", lw=1, label="fp32 latency")
     if data["target"] is not None:
-        ax.axhline(data["target"], color="#c62828", ls="--", lw=1, label="target")
+        ax.axhline(data["target"], color=palette.TARGET, ls="--", lw=1, label="target")
+    if untimed:
+        _untimed_strip(ax, untimed)
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("accuracy")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=7, ncol=2)
     return to_svg(fig)
+
+
+def _untimed_strip(ax: Any, untimed: Sequence[dict[str, Any]]) -> None:
+    """Trials with an accuracy and no latency, at the right edge past a dotted line."""
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(lo, hi + 0.15 * (hi - lo))
+    ys = [p["accuracy"] for p in untimed]  # points in axes coordinates do not widen the range
+    bottom, top = ax.get_ylim()
+    pad = 0.05 * ((max(top, *ys) - min(bottom, *ys)) or 1.0)
+    ax.set_ylim(min(bottom, min(ys) - pad), max(top, max(ys)) + pad)
+    ax.plot([0.93, 0.93], [0, 1], transform=ax.transAxes, color=palette.ANNOTATION, ls=":", lw=0.8)
+    ax.text(0.965, 1.01, NOT_TIMED, transform=ax.transAxes, ha="center", fontsize=7)
+    edge = ax.get_yaxis_transform()  # x in axes fraction, y in accuracy
+    for state in dict.fromkeys(p["state"] for p in untimed):
+        pts = [p for p in untimed if p["state"] == state]
+        ax.scatter(
+            [0.97] * len(pts), [p["accuracy"] for p in pts], s=36, transform=edge, zorder=3,
+            color=palette.state_color(state), marker=MARKERS.get(state, "v"),
+            label=f"{state} ({NOT_TIMED}" + (", partial accuracy)" if state == "pruned" else ")"),
+        )  # fmt: skip
+        for p in pts:
+            ax.annotate(
+                str(p["trial"]),
+                (0.97, p["accuracy"]),
+                xycoords=edge,
+                xytext=(-10, 3),
+                textcoords="offset points",
+                fontsize=7,
+                color=palette.ANNOTATION,
+            )
 
 
 @_styled
@@ -125,7 +169,7 @@ def precision_chart(
         label.set_color(STATE_COLORS.get(states.get(trial, ""), "#333333"))
     if best in trials:
         col = trials.index(best)
-        ax.add_patch(Rectangle((col - 0.5, -0.5), 1, n_ops, fill=False, lw=2.5, ec="#0d47a1"))
+        ax.add_patch(Rectangle((col - 0.5, -0.5), 1, n_ops, fill=False, lw=2.5, ec=palette.BEST))
     ax.set_xticks([i - 0.5 for i in range(n_trials + 1)], minor=True)
     ax.set_yticks([i - 0.5 for i in range(n_ops + 1)], minor=True)
     ax.grid(which="minor", color="white", lw=0.8)
@@ -164,7 +208,7 @@ def time_chart(rows: Sequence[dict[str, Any]]) -> str | None:
     fig, ax = _figure(6.5, 0.35 * len(parts) + 0.9)
     names = [r["part"] for r in parts][::-1]
     seconds = [r["seconds"] for r in parts][::-1]
-    ax.barh(names, seconds, color="#5c6bc0")
+    ax.barh(names, seconds, color=palette.TIME)
     for y, s in enumerate(seconds):
         ax.annotate(f"{s:.2f} s", (s, y), xytext=(3, 0), textcoords="offset points",
                     va="center", fontsize=7)  # fmt: skip
@@ -181,7 +225,7 @@ def compare_latency_chart(rows: Sequence[dict[str, Any]]) -> str | None:
     fig, ax = _figure(7.5, 0.55 * len(rows) + 1.0)
     ys = range(len(rows))
     ax.barh([y + 0.2 for y in ys], [r["fp32_latency_ms"] for r in rows], height=0.4,
-            color="#78909c", label="fp32")  # fmt: skip
+            color=FP32, label="fp32")  # fmt: skip
     best = [r["best_latency_ms"] or 0.0 for r in rows]
     ax.barh([y - 0.2 for y in ys], best, height=0.4, color=INT8, label="best int8")
     for y, r in zip(ys, rows, strict=True):

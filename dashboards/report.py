@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from inc_flow import palette
 from inc_flow.record import rows as report
 from inc_flow.record.rows import StudyRuns
 
@@ -33,13 +34,13 @@ white-space:nowrap}
 td.wrap{white-space:normal;min-width:160px;max-width:380px;overflow-wrap:anywhere}
 .scroll{overflow-x:auto;max-width:100%}code{font-size:11px}
 th{background:#eceff1}td.n{text-align:right;font-variant-numeric:tabular-nums}
-tr.best td{background:#e8f5e9;font-weight:600}
+tr.best td{background:BEST_ROW;font-weight:600}
 .state{display:inline-block;padding:0 6px;border-radius:8px;color:#fff;font-size:11px}
-.muted{color:#9e9e9e}.warn{color:#c62828;font-weight:600}
+.muted{color:#9e9e9e}.warn{color:FAILED;font-weight:600}
 figure{margin:8px 0;background:#fff;border:1px solid #e0e0e0;padding:6px;display:inline-block;
 max-width:100%}figure svg{max-width:100%;height:auto}
 .note{font-size:12px;color:#616161;max-width:900px}
-"""
+""".replace("BEST_ROW", palette.BEST_ROW).replace("FAILED", palette.STATE["failed"])
 
 
 # --- formatting ---------------------------------------------------------------------------
@@ -66,7 +67,7 @@ def _text(v: Any) -> str:
 
 
 def _state(v: Any) -> str:
-    color = charts.STATE_COLORS.get(str(v), "#757575")
+    color = palette.state_color(v)
     return f'<span class="state" style="background:{color}">{html.escape(str(v))}</span>'
 
 
@@ -230,10 +231,11 @@ def study_html(study: StudyRuns) -> str:
             "<h2>Trials</h2>",
             _table(rows, _TRIAL_COLUMNS, "trials", highlight="best"),
             "<h2>Accuracy × latency</h2>",
-            '<p class="note">Each trial at the latency objective\'s batch size; the black star '
-            "is fp32, the dashed line the target, the blue steps the Pareto front of fully "
-            "evaluated trials (pruned trials show the accuracy at which evaluation stopped)."
-            "</p>",
+            '<p class="note">Each trial at the latency objective\'s batch size, numbered, '
+            "coloured by state; the star is fp32, the dashed line the target, the blue steps "
+            "the Pareto front of fully evaluated trials, the gold ring the best trial. Trials "
+            "stopped before timing (pruned) sit past the dotted line on the right, at the "
+            "accuracy at which evaluation stopped.</p>",
             _figure(charts.scatter_chart(scatter), "scatter", "No trial has both scores."),
             "<h2>Per-op precision</h2>",
             _figure(

@@ -30,6 +30,10 @@ _TYPED_STORAGE = r"TypedStorage is deprecated"
 # Rebuilding from a state dict converts observers that never saw data; the values are
 # overwritten by load_state_dict right after.
 _UNCALIBRATED = r"must run observer before calling calculate_qparams"
+# convert_fx builds reference LSTM/GRU modules with torch.tensor(tensor) on their qparams
+# (torch 2.14, reference/modules/rnn.py): twice per dynamic RNN convert. Only from there.
+_COPY_CONSTRUCT = r"To copy construct from a tensor, it is recommended to use"
+_COPY_CONSTRUCT_MODULE = r"torch\.ao\.nn\.quantized\.reference\.modules\.rnn"
 WARNING_FILTERS: tuple[tuple[str, type[Warning]], ...] = (
     (_TORCH_AO_DEPRECATION, DeprecationWarning),
     (_REDUCE_RANGE, UserWarning),
@@ -38,6 +42,10 @@ WARNING_FILTERS: tuple[tuple[str, type[Warning]], ...] = (
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=_TORCH_AO_DEPRECATION, category=DeprecationWarning)
+    import torch.ao.nn.intrinsic.quantized  # noqa: F401 - the fused int8 subclasses (ConvReLU2d)
+    import torch.ao.nn.intrinsic.quantized.dynamic  # noqa: F401 - and LinearReLU (dynamic)
+    import torch.ao.nn.quantized as nnq
+    import torch.ao.nn.quantized.dynamic as nnqd
     from torch.ao.nn.quantized import DeQuantize, Quantize
     from torch.ao.quantization import (
         DeQuantStub,
@@ -60,7 +68,16 @@ with warnings.catch_warnings():
     from torch.ao.quantization import quantize_dynamic as eager_quantize_dynamic
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 
+# The int8 modules that compute (weights x activations), fused variants being subclasses;
+# what a plan op becomes when it is int8. Not QuantStub glue, dropout or QFunctional.
+INT8_COMPUTE_TYPES: tuple[type[torch.nn.Module], ...] = (
+    nnq.Conv1d, nnq.Conv2d, nnq.Conv3d, nnq.ConvTranspose1d, nnq.ConvTranspose2d,
+    nnq.ConvTranspose3d, nnq.Linear, nnqd.LSTM, nnqd.GRU, nnqd.LSTMCell, nnqd.GRUCell,
+    nnqd.RNNCell,
+)  # fmt: skip
+
 __all__ = [
+    "INT8_COMPUTE_TYPES",
     "WARNING_FILTERS",
     "DeQuantStub",
     "DeQuantize",
@@ -97,6 +114,9 @@ def quiet() -> Iterator[None]:
             warnings.filterwarnings("ignore", message=message, category=category)
         warnings.filterwarnings("ignore", message=_UNCALIBRATED, category=UserWarning)
         warnings.filterwarnings("ignore", message=_TYPED_STORAGE, category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message=_COPY_CONSTRUCT, category=UserWarning, module=_COPY_CONSTRUCT_MODULE
+        )
         yield
 
 

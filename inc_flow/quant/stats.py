@@ -1,5 +1,10 @@
 """Facts about a built model: INC's "Mixed Precision Statistics" (op type x Total / INT8 /
-FP32), counted from the model and formatted as INC prints it, and its serialized size."""
+FP32), counted from the model and formatted as INC prints it, and its serialized size.
+
+The table shows compute ops and, as INC does, the quantize/dequantize glue; dropout (an
+identity at inference, though FX converts it to ``quantized.dropout``) is left out.
+:func:`op_counts` counts compute ops only (the module types a plan op becomes), so the
+``int8_ops`` metric equals the plan's ``n_int8_ops`` param."""
 
 from __future__ import annotations
 
@@ -10,11 +15,30 @@ import pandas as pd
 import torch
 from torch import nn
 
-from inc_flow.quant.ao import DeQuantize, Quantize, quiet
-from inc_flow.quant.mapping import quantizable_types
+from inc_flow.quant.ao import INT8_COMPUTE_TYPES, DeQuantize, Quantize, quiet
+from inc_flow.quant.mapping import DYNAMIC_TYPES, STATIC_TYPES, quantizable_types
 from inc_flow.vocab import Approach
 
 COLUMNS = ["Op Type", "Total", "INT8", "FP32"]
+GLUE = ("quantize_per_tensor", "quantize_per_channel", "dequantize")
+NOT_OPS = ("dropout",)  # quantized.* functions that are no op at inference: not in the table
+
+
+def _with_subclasses(cls: type) -> set[type]:
+    out = {cls}
+    for sub in cls.__subclasses__():
+        out |= _with_subclasses(sub)
+    return out
+
+
+# Op types a plan op shows as: the float types, their int8 modules and fused variants
+# (ConvReLU2d, LinearReLU, ...). Anything else in the table (glue, add, cat) is no plan op.
+COMPUTE_OP_TYPES: frozenset[str] = frozenset(
+    c.__name__
+    for base in (*INT8_COMPUTE_TYPES, *STATIC_TYPES, *DYNAMIC_TYPES)
+    for c in _with_subclasses(base)
+    if not c.__name__.startswith("_")
+)
 
 
 def _is_int8_module(module: nn.Module) -> bool:
@@ -43,7 +67,8 @@ def op_statistics(
                     if fname in ("quantize_per_tensor", "quantize_per_channel"):
                         add(fname, True)
                     elif target.startswith("quantized."):
-                        add(target.split(".")[1], True)
+                        if target.split(".")[1] not in NOT_OPS:
+                            add(target.split(".")[1], True)
                 elif node.op == "call_method" and node.target == "dequantize":
                     add("dequantize", True)
         elif isinstance(mod, Quantize):
@@ -99,8 +124,10 @@ def format_statistics(frame: pd.DataFrame) -> list[str]:
 
 
 def op_counts(frame: pd.DataFrame) -> tuple[int, int]:
-    """(int8 ops, fp32 ops), not counting quantize/dequantize glue."""
-    core = frame[
-        ~frame["Op Type"].isin(["quantize_per_tensor", "quantize_per_channel", "dequantize"])
-    ]
+    """(int8 ops, fp32 ops) over compute ops only (:data:`COMPUTE_OP_TYPES`): no
+    quantize/dequantize glue, dropout or functional ops such as ``add``; for a model built
+    from a plan, the int8 count is the plan's number of int8 ops."""
+    if frame.empty:
+        return 0, 0
+    core = frame[frame["Op Type"].isin(COMPUTE_OP_TYPES)]
     return int(core["INT8"].sum()), int(core["FP32"].sum())

@@ -205,12 +205,14 @@ def pareto_front(points: Sequence[dict[str, Any]], higher: bool = True) -> list[
 
 def scatter_points(study: StudyRuns) -> dict[str, Any]:
     """Accuracy x latency: trial points (``pareto`` flags the front of completed trials),
-    the fp32 point, the target accuracy, the front itself and the best trial."""
-    points = [
+    the fp32 point, the target accuracy, the front itself and the best trial; ``untimed``:
+    trials with an accuracy but no latency (pruned: the accuracy where evaluation stopped)."""
+    scored = [
         {f: r[f] for f in ("trial", "state", "accuracy", "latency_ms", "best")}
         for r in study_rows(study)
-        if r["accuracy"] is not None and r["latency_ms"] is not None
+        if r["accuracy"] is not None
     ]
+    points = [p for p in scored if p["latency_ms"] is not None]
     front = pareto_front([p for p in points if p["state"] in COMPLETED], higher_is_better(study))
     on_front = {p["trial"] for p in front}
     for p in points:
@@ -219,6 +221,7 @@ def scatter_points(study: StudyRuns) -> dict[str, Any]:
     fp32_lat = _value(study.parent, k.metric(k.METRIC_FP32_LATENCY_MS))
     return {
         "points": points,
+        "untimed": [p for p in scored if p["latency_ms"] is None],
         "fp32": {"accuracy": fp32_acc, "latency_ms": fp32_lat} if fp32_lat is not None else None,
         "target": _target(study),
         "pareto": front,

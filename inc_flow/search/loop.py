@@ -47,7 +47,7 @@ from inc_flow.search.records import (
     objective_values,
     rank_key,
 )
-from inc_flow.search.settings import MEMORY_STORAGE, TuneSettings
+from inc_flow.search.settings import MEMORY_STORAGE, TuneSettings, name_metrics
 from inc_flow.search.space import SearchSpace
 from inc_flow.vocab import Strategy, TrialState
 
@@ -148,6 +148,7 @@ class _Tuning:
             "criterion": [s.relative, s.absolute, s.higher_is_better, self.checked],
         }
         study, self.storage = st.open_study(s, sampler, identity)
+        name_metrics(study, s)
         return study
 
     # --- loop ----------------------------------------------------------------------------

@@ -23,6 +23,18 @@ OBJECTIVES = tuple(o for o in names(Objective) if o != Objective.FOOTPRINT)
 MEMORY_STORAGE = ":memory:"  # settings.storage value for an in-memory study (tests, dry runs)
 
 
+ACCURACY_NAME, LATENCY_NAME, SIZE_NAME = "accuracy", "latency (ms)", "model size (bytes)"
+
+
+def name_metrics(study: optuna.Study, settings: TuneSettings) -> None:
+    """Set the study's metric names (Optuna's plots and ``trials_dataframe`` use them)."""
+    names = settings.metric_names()
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # "experimental" since 3.2; we pin optuna 5
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
+
+
 @dataclass(frozen=True)
 class TuneSettings:
     """What ``tune`` needs from the config. ``relative`` and ``absolute`` both None means
@@ -106,6 +118,14 @@ class TuneSettings:
         if self.objective == Objective.ACCURACY and not self.performance_only:
             return [acc]
         return ["minimize"]
+
+    def metric_names(self) -> list[str]:
+        """The study's metric names, one per direction (axes and tables read them)."""
+        if self.multi_objective:
+            return [ACCURACY_NAME, LATENCY_NAME]
+        if self.objective == Objective.ACCURACY and not self.performance_only:
+            return [ACCURACY_NAME]
+        return [SIZE_NAME if self.objective == Objective.MODELSIZE else LATENCY_NAME]
 
     def sampler(self) -> tuple[optuna.samplers.BaseSampler, str | None]:
         """The seeded sampler of the strategy, and a warning when it had to be replaced."""
