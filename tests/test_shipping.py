@@ -136,7 +136,11 @@ def test_logged_lenet_ships_only_its_modules_is_small_and_loads_in_a_fresh_proce
         ROOT / "examples" / "lenet" / "model.py"
     ).read_bytes()
     # registered_model_meta: written by the download of a models:/ URI, not logged
-    size = sum(p.stat().st_size for p in local.rglob("*") if p.is_file() and p.name != "registered_model_meta")
+    size = sum(
+        p.stat().st_size
+        for p in local.rglob("*")
+        if p.is_file() and p.name != "registered_model_meta"
+    )
     assert size < MAX_BYTES, f"the logged LeNet is {size} bytes"
     reqs = (local / "requirements.txt").read_text().split()
     assert requirements.inc_flow_requirement() in reqs and "inc-flow==" in "".join(reqs)
@@ -181,6 +185,9 @@ def test_logged_lenet_ships_only_its_modules_is_small_and_loads_in_a_fresh_proce
     with torch.no_grad(), quiet():
         expected = lenet_int8.model(torch.from_numpy(x)).numpy()
     assert np.array_equal(np.load(tmp_path / "out.npy"), expected)
-    assert yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"][
-        "loader_module"
-    ] == "inc_flow.model.pyfunc"
+    assert (
+        yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"][
+            "loader_module"
+        ]
+        == "inc_flow.model.pyfunc"
+    )

@@ -50,8 +50,8 @@ from inc_flow.model.output import (
 )
 from inc_flow.model.registry import TAG_DIGEST, content_digest
 from inc_flow.model.requirements import model_requirements
-from inc_flow.model.shipping import logged_size, stage_code
 from inc_flow.model.serving import DEFAULTS, InvalidInputError, Limits, guard_scoring_server
+from inc_flow.model.shipping import logged_size, stage_code
 from inc_flow.model.signature import (
     FLOAT32,
     SIDECAR_FILE,

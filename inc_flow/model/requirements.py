@@ -47,8 +47,7 @@ def inc_flow_requirement() -> str:
         return f"{DISTRIBUTION}=={importlib.metadata.version(DISTRIBUTION)}"
     except importlib.metadata.PackageNotFoundError:
         logger.warning(
-            "inc_flow is not installed (pip install -e .): the logged model requires %r "
-            "unpinned",
+            "inc_flow is not installed (pip install -e .): the logged model requires %r unpinned",
             DISTRIBUTION,
         )
         return DISTRIBUTION

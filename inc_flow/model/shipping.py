@@ -163,9 +163,7 @@ def stage_code(factory: str, destination: Path) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(found.root / relative, target)
         tops.add(destination / relative.parts[0])
-    logger.debug(
-        "the model's code: %s (from %s)", ", ".join(map(str, found.files())), found.root
-    )
+    logger.debug("the model's code: %s (from %s)", ", ".join(map(str, found.files())), found.root)
     return sorted(tops)
 
 
