@@ -94,6 +94,26 @@ def test_walk_follows_project_modules_and_lazy_relative_imports(tmp_path, monkey
 
 
 @pytest.mark.no_mlflow
+def test_a_factory_in_an_installed_package_ships_its_own_package_only(tmp_path, monkeypatch):
+    site = tmp_path / "site-packages"
+    (site / "shipinstalled").mkdir(parents=True)
+    (site / "shipinstalled" / "__init__.py").write_text("")
+    (site / "shipinstalled" / "net.py").write_text(
+        "import shipother\nfrom . import parts\n\ndef build():\n    return None\n"
+    )
+    (site / "shipinstalled" / "parts.py").write_text("")
+    (site / "shipother.py").write_text("")  # another distribution's module beside it
+    monkeypatch.syspath_prepend(str(site))
+    found = shipping.walk_factory("shipinstalled.net:build")
+    assert {str(p) for p in found.files()} == {
+        "shipinstalled/__init__.py",
+        "shipinstalled/net.py",
+        "shipinstalled/parts.py",
+    }
+    assert "shipother" in found.external
+
+
+@pytest.mark.no_mlflow
 def test_inc_flow_is_a_pinned_requirement_not_code():
     version = requirements.importlib.metadata.version("inc-flow")
     assert requirements.pip_requirements()[0] == f"inc-flow=={version}"

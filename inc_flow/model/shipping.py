@@ -3,13 +3,14 @@
 :func:`walk_factory` reads (never runs) the factory's module and, recursively, every module it
 imports (at the top or inside a function) that lives in the same project: the same top-level
 package, or another top-level package or module in the directory that holds it (the project
-root). Those modules, with their parent packages' ``__init__.py``, are what
-:func:`stage_code` copies into the model's ``code/``; data files (checkpoints, text files) and
-the package's other modules are left out. ``inc_flow`` is not shipped: it is a pinned pip
-requirement of the model (:mod:`inc_flow.model.requirements`). Imports of everything else are
-the factory's third-party packages, pinned by :func:`inc_flow.model.requirements.
-factory_requirements`. A module imported by name at run time (``importlib.import_module``)
-is not seen: pass ``code_paths`` to ``log_model`` for such a model.
+root; for a factory in an installed package, its own package only). Those modules, with
+their parent packages' ``__init__.py``, are what :func:`stage_code` copies into the model's
+``code/``; data files (checkpoints, text files) and the package's other modules are left
+out. ``inc_flow`` is not shipped: it is a pinned pip requirement of the model
+(:mod:`inc_flow.model.requirements`). Imports of everything else are the factory's
+third-party packages, pinned by :func:`inc_flow.model.requirements.factory_requirements`.
+A module imported by name at run time (``importlib.import_module``) is not seen: pass
+``code_paths`` to ``log_model`` for such a model.
 
 :func:`logged_size` is the logged model's total size in bytes, recorded as the tag
 ``model_size_bytes`` on the logged model and on its registry version.
@@ -22,6 +23,7 @@ import importlib.util
 import logging
 import shutil
 import sys
+import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +98,14 @@ def _top_root(top: str) -> Path | None:
     return Path(locations[0]).resolve().parent if locations else None
 
 
+def _is_site_packages(root: Path) -> bool:
+    """Whether ``root`` is where pip installs packages (then other top-level names beside the
+    factory's package are installed distributions, not the project's)."""
+    paths = sysconfig.get_paths()
+    site = {Path(paths[k]).resolve() for k in ("purelib", "platlib")}
+    return root.name in ("site-packages", "dist-packages") or root in site
+
+
 def walk_factory(factory: str) -> FactoryImports:
     """The factory's module and its local imports, and the top-level names of the rest.
 
@@ -115,12 +125,14 @@ def walk_factory(factory: str) -> FactoryImports:
         )
     found = FactoryImports(root)
     tops: dict[str, bool] = {top: True}  # top-level name -> lives in the project root
+    installed = _is_site_packages(root)  # an installed package: its own modules only
 
     def is_local(name: str) -> bool:
         first = name.split(".")[0]
         if first not in tops:
             tops[first] = (
-                first not in NOT_SHIPPED
+                not installed
+                and first not in NOT_SHIPPED
                 and first not in sys.stdlib_module_names
                 and _top_root(first) == root
             )
