@@ -177,6 +177,17 @@ def test_logged_lenet_ships_only_its_modules_is_small_and_loads_in_a_fresh_proce
         criterion="c",
     )
     assert version.tags[MODEL_SIZE_BYTES] == str(size)
+    # a model logged without the tag (an older inc_flow, a kill before tagging): measured
+    mlflow.delete_logged_model_tag(info.model_id, MODEL_SIZE_BYTES)
+    again = registry.register(
+        info.model_uri,
+        "lenet-ship-again",
+        scores,
+        {"backend": "x86", "approach": "static", "study": "s"},
+        eval_data="d",
+        criterion="c",
+    )
+    assert again.tags[MODEL_SIZE_BYTES] == str(size)
 
     # a fresh process: inc_flow importable (installed), the repository's examples not
     only_inc_flow = tmp_path / "site"
