@@ -1,4 +1,4 @@
-# Quick start: `make run` (set up + tune LeNet on the default config), `make test`.
+# Quick start: `make run` (set up + tune LeNet on the default config), `make test`, `make lint`.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= conf/lenet_static.yaml

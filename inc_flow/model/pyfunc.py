@@ -3,9 +3,11 @@
 :func:`log_model` stages the output directory (``best_configure.yaml`` +
 ``best_model_weights.pt``) with a small sidecar, ``inc_flow_model.yaml`` (model factory, input
 and output specs, thread count; see :mod:`inc_flow.model.signature`), and logs it as a pyfunc
-whose loader module is this one. The factory's top-level package and the ``inc_flow`` package
-travel as ``code_paths``, so the model loads where neither is installed; its pip requirements
-are exact pins (:mod:`inc_flow.model.requirements`). MLflow calls :func:`_load_pyfunc`, which
+whose loader module is this one. The factory's module and its local imports travel as
+``code_paths`` (:mod:`inc_flow.model.shipping`), so the model loads where the factory's
+project is not installed; inc_flow itself is a pip requirement, and all requirements are
+exact pins (:mod:`inc_flow.model.requirements`). The logged model is tagged with its size
+(``model_size_bytes``). MLflow calls :func:`_load_pyfunc`, which
 rebuilds the fp32 architecture from the factory and the int8 model with `inc_flow.load`:
 predictions are the int8 model's outputs, bit for bit. No pickles, no TorchScript.
 Inputs holding NaN/inf, or more values than a limit, are refused with HTTP 400, and under
@@ -19,10 +21,10 @@ Registering the logged model is :mod:`inc_flow.model.registry`'s.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -38,7 +40,7 @@ from mlflow.models.model import ModelInfo
 
 from inc_flow.errors import IncFlowError, SaveLoadError
 from inc_flow.locks import this_process
-from inc_flow.model.factory import build_model, import_factory
+from inc_flow.model.factory import build_model
 from inc_flow.model.output import (
     CONFIGURE_FILE,
     WEIGHTS_FILE,
@@ -49,6 +51,7 @@ from inc_flow.model.output import (
 from inc_flow.model.registry import TAG_DIGEST, content_digest
 from inc_flow.model.requirements import model_requirements
 from inc_flow.model.serving import DEFAULTS, InvalidInputError, Limits, guard_scoring_server
+from inc_flow.model.shipping import logged_size, stage_code
 from inc_flow.model.signature import (
     FLOAT32,
     SIDECAR_FILE,
@@ -62,15 +65,13 @@ from inc_flow.model.signature import (
     supported_dtype,
 )
 from inc_flow.quant.ao import quiet, set_backend
-from inc_flow.record.keys import MODEL_OWNER
+from inc_flow.record.keys import MODEL_OWNER, MODEL_SIZE_BYTES
 
-LOADER_MODULE = __name__  # "inc_flow.model.pyfunc"
-PACKAGE_DIR = (
-    Path(__file__).resolve().parents[1]
-)  # inc_flow/: shipped, so the loader needs no install
+LOADER_MODULE = __name__  # "inc_flow.model.pyfunc": from the installed inc_flow (a requirement)
 DATA_DIR = "inc_flow_model"  # the data dir's name inside the logged model (data/<DATA_DIR>)
 # set in `mlflow models serve`'s process (mlflow.pyfunc.scoring_server._SERVER_MODEL_PATH)
 SERVER_MODEL_PATH_ENV = "__pyfunc_model_path__"
+logger = logging.getLogger("inc_flow")
 
 
 class Int8PyfuncModel:
@@ -241,14 +242,6 @@ def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> 
     return Int8PyfuncModel(int8, side["inputs"], side["threads"], backend, limits)
 
 
-def factory_code_path(factory: str) -> Path:
-    """The file or directory that makes ``factory`` importable: its top-level package."""
-    import_factory(factory)  # imports the module (and its parents), or names the problem
-    top = sys.modules[factory.partition(":")[0].split(".")[0]]
-    locations = list(getattr(top, "__path__", []))
-    return Path(locations[0] if locations else top.__file__).resolve()
-
-
 def _check_code_paths(factory: str, code_paths: Sequence[str | Path]) -> list[Path]:
     paths = [Path(p).resolve() for p in code_paths]
     top = factory.partition(":")[0].split(".")[0]
@@ -288,10 +281,11 @@ def log_model(
             batch; first samples are the input example, per-sample shapes and dtypes the
             signature. Default: the ``QuantizedModel``'s example inputs (required with a
             directory).
-        code_paths: what ships the model definition; default the factory's top-level package.
+        code_paths: what ships the model definition; default the factory's module and its
+            local imports (:func:`inc_flow.model.shipping.stage_code`), never data files.
         name: the model's name in the run.
         threads: intra-op threads used by ``predict`` (the tuner measures with 1).
-        extra_pip: pip requirements beyond torch, torchvision, pyyaml, numpy and pandas
+        extra_pip: pip requirements beyond inc-flow, torch, torchvision, pyyaml, numpy, pandas
             (exact pins of the installed versions); one naming a package already pinned or
             inferred replaces that pin.
         infer_pip: also pin what the factory's module imports
@@ -303,7 +297,7 @@ def log_model(
     Returns:
         MLflow's ModelInfo (``model_uri`` is what :func:`inc_flow.model.registry.register`
         takes). The logged model is tagged ``content_digest``
-        (:func:`inc_flow.model.registry.content_digest`).
+        (:func:`inc_flow.model.registry.content_digest`) and ``model_size_bytes``.
     """
     if threads < 1:
         raise SaveLoadError(f"`threads` must be >= 1, got threads={threads!r}")
@@ -314,13 +308,15 @@ def log_model(
         )
     in_memory = q_model if isinstance(q_model, QuantizedModel) else None
     examples = example_batches(example_input, in_memory)
-    code = _check_code_paths(factory, code_paths) if code_paths else [factory_code_path(factory)]
+    code = _check_code_paths(factory, code_paths) if code_paths else None
     specs = input_specs(
         examples, input_names, in_memory.model if in_memory is not None else None, factory
     )
     requirements = model_requirements(factory, extra_pip, infer_pip)
     with tempfile.TemporaryDirectory(prefix="inc_flow_log_") as tmp:
         stage = Path(tmp) / DATA_DIR
+        if code is None:
+            code = stage_code(factory, Path(tmp) / "code")
         if in_memory is not None:
             in_memory.save(stage)
         else:
@@ -347,17 +343,21 @@ def log_model(
         sidecar["output"].update(shape=list(out.shape[1:]), dtype=str(out.dtype))
         (stage / SIDECAR_FILE).write_text(yaml.safe_dump(sidecar, sort_keys=False))
         signature = model_signature(specs, out)
-        return mlflow.pyfunc.log_model(
+        info = mlflow.pyfunc.log_model(
             name=name,
             loader_module=LOADER_MODULE,
             data_path=str(stage),
-            code_paths=[str(p) for p in code] + [str(PACKAGE_DIR)],
+            code_paths=[str(p) for p in code],
             signature=signature,
             input_example=example,
             pip_requirements=requirements,
             tags={TAG_DIGEST: content_digest(stage), MODEL_OWNER: this_process()},
             model_config=dict(DEFAULTS),  # the input limits, overridable at load time
         )
+    size = logged_size(info.model_id)
+    mlflow.set_logged_model_tags(info.model_id, {MODEL_SIZE_BYTES: str(size)})
+    logger.info("logged the model %s: %.0f KB", info.model_uri, size / 1024)
+    return info
 
 
 def find_logged_model(run_id: str, digest: str) -> str | None:

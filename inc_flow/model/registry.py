@@ -37,6 +37,7 @@ from inc_flow.model.faults import (  # noqa: F401 - the test hook, re-exported
     fault_point,
 )
 from inc_flow.model.output import WEIGHTS_FILE, read_configure
+from inc_flow.model.shipping import logged_size
 from inc_flow.record import keys
 
 logger = logging.getLogger("inc_flow")
@@ -66,6 +67,7 @@ TAG_CRITERION = keys.VERSION_CRITERION
 TAG_MEETS_TARGET = keys.VERSION_MEETS_TARGET
 TAG_ALIAS_REASON = keys.VERSION_ALIAS_REASON
 TAG_DIGEST = keys.VERSION_DIGEST
+TAG_SIZE = keys.MODEL_SIZE_BYTES  # the logged model's bytes, also a tag of the logged model
 BEATS_CHAMPION, CHAMPION_REASON = "beats_champion", "champion_reason"  # round vs champion
 REQUIRED_METRICS = (METRIC_ACCURACY, METRIC_RELATIVE_DROP, METRIC_LATENCY)
 REQUIRED_TAGS = (TAG_BACKEND, TAG_APPROACH, TAG_STUDY)
@@ -203,14 +205,28 @@ def find_version(name: str, digest: str) -> Any:
     return client.get_model_version(name, oldest.version)
 
 
+def _logged_tags(model_uri: str) -> dict[str, str]:
+    """The tags of a logged model (``models:/m-...``); none for another URI."""
+    if not model_uri.startswith("models:/m-"):
+        return {}
+    try:
+        return dict(mlflow.get_logged_model(model_uri.removeprefix("models:/")).tags)
+    except MlflowException:
+        return {}
+
+
 def logged_digest(model_uri: str) -> str | None:
     """The content digest tag of a logged model (``models:/m-...``), or None."""
-    if not model_uri.startswith("models:/m-"):
-        return None
-    try:
-        return mlflow.get_logged_model(model_uri.removeprefix("models:/")).tags.get(TAG_DIGEST)
-    except MlflowException:
-        return None
+    return _logged_tags(model_uri).get(TAG_DIGEST)
+
+
+def _logged_size(model_uri: str) -> str | None:
+    """The logged model's ``model_size_bytes`` tag, else its size measured now (a model
+    logged before the tag existed); None for another URI."""
+    size = _logged_tags(model_uri).get(TAG_SIZE)
+    if size is None and model_uri.startswith("models:/m-"):
+        size = str(logged_size(model_uri.removeprefix("models:/")))
+    return size
 
 
 def register(
@@ -233,7 +249,7 @@ def register(
 
     Uses MLflow's current registry URI. Version tags: accuracy, drop (relative), speedup,
     latency_ms, backend, approach, study, eval_data, criterion, meets_target, alias_reason,
-    content_digest and any other ``tags``.
+    content_digest, model_size_bytes (the logged model's bytes) and any other ``tags``.
 
     When a version of ``name`` carries the same content digest, no version is created: that
     version is returned (and the log names it). If it holds no alias (its registration was
@@ -300,6 +316,9 @@ def register(
     )
     if digest is not None:
         version_tags[TAG_DIGEST] = digest
+    size = _logged_size(model_uri)
+    if size is not None:
+        version_tags[TAG_SIZE] = size
     mv = mlflow.register_model(model_uri, name, tags=version_tags)
     client = mlflow.MlflowClient()
     twin = None if digest is None else find_version(name, digest)

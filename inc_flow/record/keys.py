@@ -149,6 +149,9 @@ VERSION_SPEED_VERDICT: Final = "speed_verdict"  # the side-by-side round's verdi
 # a logged model's tag: the process logging it (host:pid), so that a PENDING model its dead
 # process left behind can be told from one a live process is still uploading
 MODEL_OWNER: Final = "inc_flow.owner"
+# a logged model's and its registry version's tag: the logged model's total bytes (code, data,
+# examples, MLmodel), measured after logging (inc_flow.model.shipping.logged_size)
+MODEL_SIZE_BYTES: Final = "model_size_bytes"
 
 # --- limits and helpers --------------------------------------------------------------------
 MAX_KEY: Final = 250

@@ -26,6 +26,7 @@ from typing import Any
 import mlflow
 from mlflow import MlflowClient
 
+from inc_flow.config.drivers import missing_driver
 from inc_flow.errors import ConfigError, TrackingError
 from inc_flow.locks import process_gone, sqlite_file, sqlite_lock
 from inc_flow.record import keys as k
@@ -78,6 +79,9 @@ def reach(uri: str | None = None) -> str:
     """
     uri = uri or mlflow.get_tracking_uri()
     registry = mlflow.get_registry_uri() if uri == mlflow.get_tracking_uri() else uri
+    for store in dict.fromkeys((uri, registry)):  # e.g. MLFLOW_TRACKING_URI, not the config
+        if problem := missing_driver(store):
+            raise TrackingError(f"the MLflow tracking store {store!r} {problem}")
     seconds = probe_seconds()
     files = {str(f.resolve()): u for u in (uri, registry) if (f := sqlite_file(u)) is not None}
     try:
