@@ -33,7 +33,7 @@ from inc_flow.config.sections import Config
 from inc_flow.errors import ConfigError
 from inc_flow.logs import default_handler
 from inc_flow.model.output import QuantizedModel
-from inc_flow.publish import champion_rivals, log_outcome, publish, recording
+from inc_flow.publish import champion_rivals, log_outcome, next_steps, publish, recording
 from inc_flow.scaleout import as_role
 from inc_flow.search.loop import tune
 from inc_flow.search.ports import Tracker
@@ -56,6 +56,7 @@ class Outcome:
     config: Config
     results: tuple[TuneResult, ...] = ()
     unrecorded: tuple[str, ...] = ()  # what MLflow missed after an outage (README: faults)
+    next_steps: str = ""  # the UI link, registered model, report, load line (the CLI prints it)
 
 
 def as_config(conf: Any = None) -> Config:
@@ -115,6 +116,7 @@ def quantize(
     results: list[TuneResult] = []
     unrecorded: list[str] = []
     q_model: QuantizedModel | None = None
+    rec = None
     for approach in parts.approaches:  # auto: dynamic only when static found nothing
         step = stage(cfg, parts, approach, role)
         with recording(cfg, step.settings, role, tracker) as rec:
@@ -133,7 +135,8 @@ def quantize(
         if q_model is not None:
             break
     log_outcome(q_model)
-    return Outcome(q_model, results[-1], cfg, tuple(results), tuple(unrecorded))
+    steps = next_steps(rec, cfg, q_model)
+    return Outcome(q_model, results[-1], cfg, tuple(results), tuple(unrecorded), steps)
 
 
 def fit(model: nn.Module, conf: Any = None, **kwargs: Any) -> QuantizedModel | None:

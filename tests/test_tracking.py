@@ -96,7 +96,9 @@ def test_one_parent_and_one_child_per_trial(tmp_path, monkeypatch):
     assert len(parents) == 1 and len(children) == 3
     parent = parents[0]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert sorted(c.info.run_name for c in children) == ["trial-000", "trial-001", "trial-002"]
+    names = sorted(c.info.run_name for c in children)  # trial-<n>-<backend>-int8-<k>/<ops>...
+    assert [n[:14] for n in names] == ["trial-000-x86-", "trial-001-x86-", "trial-002-x86-"]
+    assert all("-int8-" in n for n in names)
     keys = {frozenset(c.data.params) for c in children}
     assert len(keys) == 1  # the compare view lines trials up
     for child in children:
