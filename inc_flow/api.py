@@ -116,7 +116,7 @@ def quantize(
     results: list[TuneResult] = []
     unrecorded: list[str] = []
     q_model: QuantizedModel | None = None
-    rec = None
+    last = None  # the last study's recording, for the next steps
     for approach in parts.approaches:  # auto: dynamic only when static found nothing
         step = stage(cfg, parts, approach, role)
         with recording(cfg, step.settings, role, tracker) as rec:
@@ -131,11 +131,12 @@ def quantize(
             )
             results.append(result)
             q_model = publish(rec, cfg, parts, step, result, output)
+            last = rec
         unrecorded += rec.unrecorded
         if q_model is not None:
             break
     log_outcome(q_model)
-    steps = next_steps(rec, cfg, q_model)
+    steps = next_steps(last, cfg, q_model)
     return Outcome(q_model, results[-1], cfg, tuple(results), tuple(unrecorded), steps)
 
 
