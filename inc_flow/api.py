@@ -27,6 +27,7 @@ from typing import Any
 
 from torch import nn
 
+from inc_flow import bars
 from inc_flow.assemble import assemble, stage, unwrap
 from inc_flow.config.preflight import preflight
 from inc_flow.config.sections import Config
@@ -107,6 +108,7 @@ def quantize(
         An :class:`Outcome`; ``outcome.q_model`` is None when no plan met the target.
     """
     default_handler()  # INC's default: trial lines on stderr unless logging is configured
+    bars.mode()  # a bad INC_FLOW_PROGRESS is refused before any work
     cfg = as_config(conf)
     role = as_role(role)
     preflight(cfg, None if role == Role.WORKER else output)  # before any work
