@@ -114,7 +114,9 @@ def for_project_run(
     chosen = run.info.experiment_id != DEFAULT_EXPERIMENT_ID
     exp_id = run.info.experiment_id if chosen else experiment_id(client, experiment, False)
     if exp_id == run.info.experiment_id and fetch.latest_parent(client, exp_id, study) is None:
-        tags = {**context_tags(), k.TAG_STUDY: study, k.TAG_ROLE: k.ROLE_STUDY}
+        # the project run's own source tags (type PROJECT, its URI, git commit) are kept
+        missing = {key: v for key, v in context_tags().items() if key not in run.data.tags}
+        tags = {**missing, k.TAG_STUDY: study, k.TAG_ROLE: k.ROLE_STUDY}
         for key, value in tags.items():
             client.set_tag(project_run, key, value)
         client.update_run(project_run, name=name)
