@@ -203,3 +203,20 @@ def test_the_model_line_says_why_there_is_no_champion(aliases, tags, expected):
     assert links.model_line(Recorder()) == expected
     Recorder.version, Recorder.not_registered = None, "accuracy was not checked"
     assert links.model_line(Recorder()) == "none: accuracy was not checked"
+
+
+def test_the_comparison_lists_each_study_once():
+    import pandas as pd
+
+    from inc_flow.record.fetch import unique_studies
+    from inc_flow.record.rows import StudyRuns
+
+    def study(run_id: str, name: str, trials: int, start: int) -> StudyRuns:
+        parent = {"run_id": run_id, "start_time": start, f"tags.{k.TAG_STUDY}": name}
+        return StudyRuns("lenet", parent, pd.DataFrame({"trial": range(trials)}))
+
+    full, empty_rerun = study("a" * 32, "s", 3, 1), study("b" * 32, "s", 0, 2)
+    other = study("c" * 32, "t", 1, 3)
+    kept = unique_studies([full, other, empty_rerun, full])
+    assert [s.run_id for s in kept] == ["a" * 32, "c" * 32]
+    assert [s.run_id for s in unique_studies([empty_rerun, other])] == ["b" * 32, "c" * 32]
