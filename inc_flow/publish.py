@@ -240,8 +240,11 @@ def next_steps(rec: Recording | None, cfg: Config, q_model: QuantizedModel | Non
         base, start_ui = links.ui_base(recorder.uri or _default_uri())
         steps["url"] = links.run_url(base, recorder.experiment_id, recorder.parent_id)
         steps["start_ui"] = start_ui
-        if q_model is not None:
-            steps["model"] = links.model_line(recorder)
+        steps["model"] = (
+            links.model_line(recorder)
+            if q_model is not None
+            else "none: no plan met the accuracy target (the log names the closest trial)"
+        )
         steps["report"] = str(rec.report) if rec.report is not None else ""
         if q_model is not None and recorder.version is not None:
             uri = f"models:/{recorder.version.name}/{recorder.version.version}"
