@@ -27,13 +27,14 @@ from typing import Any
 
 from torch import nn
 
+from inc_flow import bars
 from inc_flow.assemble import assemble, stage, unwrap
 from inc_flow.config.preflight import preflight
 from inc_flow.config.sections import Config
 from inc_flow.errors import ConfigError
 from inc_flow.logs import default_handler
 from inc_flow.model.output import QuantizedModel
-from inc_flow.publish import champion_rivals, log_outcome, publish, recording
+from inc_flow.publish import champion_rivals, log_outcome, next_steps, publish, recording
 from inc_flow.scaleout import as_role
 from inc_flow.search.loop import tune
 from inc_flow.search.ports import Tracker
@@ -56,6 +57,7 @@ class Outcome:
     config: Config
     results: tuple[TuneResult, ...] = ()
     unrecorded: tuple[str, ...] = ()  # what MLflow missed after an outage (README: faults)
+    next_steps: str = ""  # the UI link, registered model, report, load line (the CLI prints it)
 
 
 def as_config(conf: Any = None) -> Config:
@@ -106,6 +108,7 @@ def quantize(
         An :class:`Outcome`; ``outcome.q_model`` is None when no plan met the target.
     """
     default_handler()  # INC's default: trial lines on stderr unless logging is configured
+    bars.mode()  # a bad INC_FLOW_PROGRESS is refused before any work
     cfg = as_config(conf)
     role = as_role(role)
     preflight(cfg, None if role == Role.WORKER else output)  # before any work
@@ -115,6 +118,7 @@ def quantize(
     results: list[TuneResult] = []
     unrecorded: list[str] = []
     q_model: QuantizedModel | None = None
+    last = None  # the last study's recording, for the next steps
     for approach in parts.approaches:  # auto: dynamic only when static found nothing
         step = stage(cfg, parts, approach, role)
         with recording(cfg, step.settings, role, tracker) as rec:
@@ -129,11 +133,13 @@ def quantize(
             )
             results.append(result)
             q_model = publish(rec, cfg, parts, step, result, output)
+            last = rec
         unrecorded += rec.unrecorded
         if q_model is not None:
             break
     log_outcome(q_model)
-    return Outcome(q_model, results[-1], cfg, tuple(results), tuple(unrecorded))
+    steps = next_steps(last, cfg, q_model)
+    return Outcome(q_model, results[-1], cfg, tuple(results), tuple(unrecorded), steps)
 
 
 def fit(model: nn.Module, conf: Any = None, **kwargs: Any) -> QuantizedModel | None:

@@ -98,6 +98,8 @@ def _tune_and_save(cfg: Any, output: str | None, role: str) -> int:
     from inc_flow.api import quantize
 
     outcome = quantize(cfg, role=role, output=_output(cfg, output))
+    if outcome.next_steps:
+        print(outcome.next_steps, flush=True)
     return _unrecorded(outcome, EXIT_NOT_FOUND if outcome.q_model is None else 0)
 
 

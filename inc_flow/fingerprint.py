@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from inc_flow import bars
 from inc_flow.data.batches import split_batch
 from inc_flow.errors import DataError
 from inc_flow.quant.evaluate import batch_size_of, non_finite
@@ -146,7 +147,8 @@ def data_print(
     """
     digests: list[bytes] = []
     samples = batches = 0
-    for index, batch in enumerate(loader):
+    logger.info("fingerprint of the %s (the study's identity)", name)
+    for index, batch in enumerate(bars.batches(loader, f"fingerprint of the {name}")):
         try:
             inputs, _ = split_batch(batch)
         except DataError as e:

@@ -38,6 +38,8 @@ logger = logging.getLogger("inc_flow")
 
 BEST_MODEL_DIR = "best_model"
 """Where, in the workspace, a model to be registered is saved first when no output is given."""
+REPORTS_DIR = "reports"
+"""Where, in the workspace, each study's HTML report is kept (``reports/<study>/report.html``)."""
 
 
 @dataclass
@@ -47,6 +49,8 @@ class Recording:
     trackers: MultiTracker
     recorder: Any
     role: str = Role.TUNE
+    saved: Path | None = None  # where the best model was saved (publish)
+    report: Path | None = None  # the study's HTML report, kept in the workspace (publish)
 
     @property
     def unrecorded(self) -> tuple[str, ...]:
@@ -61,8 +65,8 @@ def open_recorder(cfg: Config, settings: TuneSettings, role: str = Role.TUNE) ->
     from inc_flow.record.tracking import MlflowTracker  # imports mlflow: only when tracking
 
     if role == Role.TUNE:
-        return MlflowTracker(cfg)
-    recorder = MlflowTracker(cfg, role=role)
+        return MlflowTracker(cfg, settings=settings)
+    recorder = MlflowTracker(cfg, role=role, settings=settings)
     recorder.parent_id = study_parent(settings, recorder, role)
     return recorder
 
@@ -110,12 +114,17 @@ def publish(
         if output is None and registers:
             output = Path(stage.settings.workspace) / BEST_MODEL_DIR
         saved = save(q_model, cfg, output) if output is not None else None
+        rec.saved = saved
         if registers:
+            logger.info(
+                "logging trial %d's model to MLflow and registering it", result.best.number
+            )
             _register(recorder, q_model, cfg, parts, result, saved)
     elif role != Role.WORKER:
         keep_closest(stage.engine, result, parts.example, stage.settings, parts.sampling_size)
     if recorder is not None and role != Role.WORKER:
-        _log_report(recorder)
+        folder = Path(stage.settings.workspace) / REPORTS_DIR / stage.settings.study_name
+        rec.report = _log_report(recorder, folder)
     return q_model
 
 
@@ -203,16 +212,61 @@ def eval_source(cfg: Config, eval_func: Any) -> str:
     return repr(acc.to_dict()) if acc is not None else "python dataloader and metric"
 
 
-def _log_report(recorder: Any) -> None:
-    """The study's HTML dashboard on its parent run; a report failure never fails tuning."""
+def _log_report(recorder: Any, folder: Path) -> Path | None:
+    """The study's HTML dashboard on its parent run, its file kept in ``folder``; a report
+    failure never fails tuning."""
     if recorder.outage.down:  # what is not recorded is said once, when the recorder closes
-        return
+        return None
     try:
         from inc_flow.record.report import log_report
 
-        log_report(recorder.client, recorder.parent_id, None)
+        return log_report(recorder.client, recorder.parent_id, None, folder)
     except Exception as e:  # noqa: BLE001 - the report is a view of a record already kept
         logger.warning("the HTML report was not logged: %s", e)
+        return None
+
+
+def next_steps(rec: Recording | None, cfg: Config, q_model: QuantizedModel | None) -> str:
+    """The "next steps" block: the parent run in the MLflow UI (training view), the registered
+    model (``models:/NAME@champion``, or why it is not the champion), the report, and how to
+    load the model (``record.links``). Empty for a worker."""
+    if rec is None or rec.role == Role.WORKER:
+        return ""
+    recorder = rec.recorder
+    steps: dict[str, Any] = {}
+    if recorder is not None and recorder.parent_id and recorder.experiment_id:
+        from inc_flow.record import links  # imports no mlflow, but lives with the record
+
+        base, start_ui = links.ui_base(recorder.uri or _default_uri())
+        steps["url"] = links.run_url(base, recorder.experiment_id, recorder.parent_id)
+        steps["start_ui"] = start_ui
+        steps["model"] = (
+            links.model_line(recorder)
+            if q_model is not None
+            else "none: no plan met the accuracy target (the log names the closest trial)"
+        )
+        steps["report"] = str(rec.report) if rec.report is not None else ""
+        if q_model is not None and recorder.version is not None:
+            uri = f"models:/{recorder.version.name}/{recorder.version.version}"
+            steps["load"] = (f'mlflow.pyfunc.load_model("{uri}").predict(x)',)
+    if q_model is not None and rec.saved is not None:
+        module, _, name = (cfg.model.factory or "").partition(":")
+        fp32 = f"{name}()" if name else "<your fp32 model>"
+        line = f'inc_flow.load("{rec.saved}", {fp32})'
+        if name:
+            line += f"  # from {module} import {name}"
+        steps["load"] = (line, *steps.get("load", ()))
+    if not steps:
+        return ""
+    from inc_flow.record.links import Steps
+
+    return Steps(**steps).text()
+
+
+def _default_uri() -> str:
+    import mlflow
+
+    return mlflow.get_tracking_uri()
 
 
 def info(result: TuneResult) -> dict[str, Any]:

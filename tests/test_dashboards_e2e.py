@@ -310,3 +310,66 @@ def test_mlflow_run_report_entry_point(studies, tmp_path):
     client = MlflowClient()
     (run,) = client.search_runs([client.get_experiment_by_name("reports").experiment_id])
     assert "report.html" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+VIEW_FACTS = """
+return {
+  text: document.body.innerText,
+  links: [...document.querySelectorAll('a')].map(a => [a.textContent, a.getAttribute('href')]),
+};
+"""
+
+
+def _training_view(facts: dict[str, Any]) -> bool:
+    """MLflow 3's training view: its side bar links "Runs" and the model registry; the GenAI
+    view links traces, judges and review queues instead."""
+    names = {name for name, _ in facts["links"]}
+    runs = [href for name, href in facts["links"] if name == "Runs"]
+    return bool(runs) and "workflowType=machine_learning" in runs[0] and "Judges" not in names
+
+
+def test_the_printed_link_opens_the_training_view(tmp_path, mlflow_tracking):
+    """The next-steps block's link, opened in a fresh browser profile (nothing remembered),
+    shows the study's parent run in the training view; the same page without the link's
+    query opens in the GenAI view (the check can fail). Screenshots: the parent run, the
+    report the block names."""
+    import re
+
+    import torch
+
+    from inc_flow import quantize
+    from tests.toys import TinyNet
+
+    torch.manual_seed(0)
+    conf = {
+        "model": {"name": "tiny", "factory": "tests.toys:TinyNet"},
+        "tuning": {
+            "workspace": {"path": str(tmp_path / "ws")},
+            "exit_policy": {"timeout": 600, "max_trials": 1},
+            "accuracy_criterion": {"absolute": 0.5},
+        },
+    }
+    x = torch.randn(8, 1, 20, 20)
+    outcome = quantize(conf, model=TinyNet().eval(), calib_dataloader=[x], eval_func=lambda m: 0.9)
+    print(f"\n{outcome.next_steps}")
+    found = re.search(
+        r"http://127\.0\.0\.1:5000(/#/experiments/\S+/runs/(\w+)\S*)", outcome.next_steps
+    )
+    assert found, outcome.next_steps
+    link, run_id = found[1], found[2]
+    name = MlflowClient().get_run(run_id).info.run_name
+    report = Path(re.search(r"HTML report: +(\S+)", outcome.next_steps)[1])
+    with mlflow_ui(mlflow_tracking, tmp_path) as base:
+        with browser(tmp_path) as b:
+            b.get(f"{base}{link}")
+            facts = _wait(lambda: (f := b.run(VIEW_FACTS)) and name in f["text"] and f, 120, "run")
+            time.sleep(1.0)  # let the page settle before the picture
+            shot = b.screenshot(tmp_path / "mlflow_parent_run.png")
+            assert _training_view(facts), facts["links"]
+        with browser(tmp_path) as b:  # a fresh profile again, the link without its query
+            b.get(f"{base}{link.split('?')[0]}")
+            time.sleep(3.0)
+            facts = _wait(lambda: (f := b.run(VIEW_FACTS)) and f["links"] and f, 60, "page")
+            assert not _training_view(facts)
+    _screenshot(report.as_uri(), tmp_path / "report.png")
+    print(f"screenshots: {shot} {tmp_path / 'report.png'}")

@@ -28,7 +28,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(postgres_missing() is not None, reason=str(postgres_missing())),
 ]
-TRIAL_LINE = re.compile(r"\[trial (\d+) \|")
+TRIAL_LINE = re.compile(r"\[trial (\d+) \| \d+/\d+\] (?!started)")  # finished trials
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,9 @@ def test_one_parent_and_one_child_per_trial(tmp_path, monkeypatch):
     assert len(parents) == 1 and len(children) == 3
     parent = parents[0]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert sorted(c.info.run_name for c in children) == ["trial-000", "trial-001", "trial-002"]
+    names = sorted(c.info.run_name for c in children)  # trial-<n>-<backend>-int8-<k>/<ops>...
+    assert [n[:14] for n in names] == ["trial-000-x86-", "trial-001-x86-", "trial-002-x86-"]
+    assert all("-int8-" in n for n in names)
     keys = {frozenset(c.data.params) for c in children}
     assert len(keys) == 1  # the compare view lines trials up
     for child in children:
@@ -263,10 +265,16 @@ def test_mlflow_run_of_the_project(tmp_path, mlflow_tracking):
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
     cmd = [
-        str(bin_dir / "mlflow"), "run", str(ROOT), "--env-manager", "local",
-        "--experiment-name", "lenet", "-P", f"config={conf_path}",
-        "-P", f"output={tmp_path / 'out'}",
-    ]  # fmt: skip
+        str(bin_dir / "mlflow"),
+        "run",
+        str(ROOT),
+        "--env-manager",
+        "local",
+        "-P",
+        f"config={conf_path}",
+        "-P",
+        f"output={tmp_path / 'out'}",
+    ]  # fmt: skip (no --experiment-name, as the README writes it)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     client, parents, children = _runs("lenet")
@@ -274,6 +282,10 @@ def test_mlflow_run_of_the_project(tmp_path, mlflow_tracking):
     assert parents[0].data.tags[TAG_STUDY] == children[0].data.tags[TAG_STUDY]
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
     assert str(client.get_model_version_by_alias("lenet-int8", "champion").version) == "1"
+    # the project run MLflow made in "Default" only points at the study (config's experiment)
+    (project,) = client.search_runs(["0"])
+    assert project.data.tags["inc_flow.recorded_in"] == f"lenet/{parents[0].info.run_id}"
+    assert project.info.status == "FINISHED" and "inc_flow.role" not in project.data.tags
     from examples.lenet.model import LeNet
     from inc_flow import load
 

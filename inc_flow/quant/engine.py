@@ -7,6 +7,7 @@ a built model (op statistics, size) and about the plan (per-op sensitivity).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from inc_flow import bars
 from inc_flow.data.batches import call_model, split_batch
 from inc_flow.errors import DataError, QuantizationError
 from inc_flow.quant import stats
@@ -26,6 +28,8 @@ from inc_flow.vocab import Approach, Framework
 
 if TYPE_CHECKING:
     import pandas as pd
+
+logger = logging.getLogger("inc_flow")
 
 
 class FxEngine:
@@ -86,7 +90,12 @@ class FxEngine:
         if plan.approach == Approach.STATIC:
             if self.calib_loader is None:
                 raise DataError("static quantization needs a calibration dataloader")
-            seen = calibrate(prepared, self.calib_loader, self.sampling_size, _run_batch)
+            logger.info(
+                "calibration %d: observers of %s, up to %d samples",
+                self.calibration_passes + 1, plan.summary(), self.sampling_size,
+            )  # fmt: skip
+            data = bars.batches(self.calib_loader, "calibration")
+            seen = calibrate(prepared, data, self.sampling_size, _run_batch)
             if seen == 0:
                 raise DataError("the calibration dataloader yielded no batch")
             self.calibration_passes += 1

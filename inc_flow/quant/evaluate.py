@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from inc_flow import bars
 from inc_flow.data.batches import call_model, split_batch
 from inc_flow.errors import DataError, MetricError
 from inc_flow.metrics.build import chance_level, tied_outputs, update_metric, wants_reference
@@ -131,6 +132,14 @@ class MetricEvaluator:
             n = min(n, self.iteration * bs)
         return n
 
+    def _n_batches(self) -> int | None:
+        """The batches one evaluation reads, when the loader knows its length (progress)."""
+        try:
+            n = len(self.dataloader)  # type: ignore[arg-type]
+        except TypeError:
+            return None
+        return min(n, self.iteration) if self.iteration is not None and self.iteration > 0 else n
+
     def __call__(self, model: nn.Module, threshold: float | None = None) -> EvalOutcome:
         return self.evaluate(model, threshold)
 
@@ -174,7 +183,8 @@ class MetricEvaluator:
         seen = 0
         use_reference = wants_reference(metric)
         with torch.no_grad():
-            for i, batch in enumerate(self.dataloader):  # type: ignore[union-attr]
+            data = bars.batches(self.dataloader, "evaluation", self._n_batches())
+            for i, batch in enumerate(data):
                 if self.iteration is not None and 0 < self.iteration <= i:
                     break
                 inputs, label = split_batch(batch)

@@ -87,6 +87,7 @@ def fetch_studies(
             studies.append(_with_artifacts(client, name, parent, trials))
     for run_id in run_ids:
         studies.append(fetch_study(None, run_id, client))
+    studies = unique_studies(studies)  # a study given twice, or with two parent runs
     if not studies:
         raise TrackingError(
             f"no inc_flow study found in experiments={list(experiments)}, run_ids={list(run_ids)}"
@@ -105,7 +106,30 @@ def resolve(studies: Sequence[StudyRuns | str], client: Any = None) -> list[Stud
             out += fetch_studies(run_ids=[s], client=client)
         else:
             out += fetch_studies(experiments=[s], client=client)
+    return unique_studies(out)
+
+
+def unique_studies(studies: Sequence[StudyRuns]) -> list[StudyRuns]:
+    """Each study once, in the given order: a parent run given twice, or two parent runs of
+    one study in one experiment (a rerun made a second one before inc_flow reused the
+    first), become the one with the most trials (the latest on a tie)."""
+    chosen: dict[tuple[str, str], StudyRuns] = {}
+    for study in studies:
+        key = (study.experiment, study.name)
+        held = chosen.get(key)
+        if held is None or _weight(study) > _weight(held):
+            chosen[key] = study
+    out: list[StudyRuns] = []
+    for study in studies:
+        first = all(s is not study for s in out)
+        if first and chosen.get((study.experiment, study.name)) is study:
+            out.append(study)
     return out
+
+
+def _weight(study: StudyRuns) -> tuple[int, float]:
+    start = study.parent.get("start_time")
+    return len(study.trials), float(start) if start is not None else 0.0
 
 
 def _experiment_of(client: Any, run_id: str) -> str:
@@ -216,4 +240,5 @@ __all__ = [
     "mlflow_client",
     "resolve",
     "running_trials",
+    "unique_studies",
 ]

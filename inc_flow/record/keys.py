@@ -28,6 +28,14 @@ TAG_SPEED_VERDICT: Final = "inc_flow.speed_verdict"  # "fp32 is faster at batch 
 TAG_REGISTERED_MODEL: Final = "inc_flow.registered_model"
 TAG_REGISTERED_VERSION: Final = "inc_flow.registered_version"
 TAG_PARENT: Final = "mlflow.parentRunId"  # MLflow's own: nests a child run under its parent
+# MLflow's own context tags (as mlflow.start_run sets them), set on inc_flow's runs too
+TAG_SOURCE_NAME: Final = "mlflow.source.name"
+TAG_SOURCE_TYPE: Final = "mlflow.source.type"
+TAG_USER: Final = "mlflow.user"
+TAG_GIT_COMMIT: Final = "mlflow.source.git.commit"
+TAG_NOTE: Final = "mlflow.note.content"  # the run's description in the UI
+# an `mlflow run` project run that is not the study's parent: "<experiment>/<parent run id>"
+TAG_RECORDED_IN: Final = "inc_flow.recorded_in"
 
 ROLE_STUDY: Final = "study"
 ROLE_TRIAL: Final = "trial"
@@ -126,6 +134,11 @@ PLOT_ACCURACY_LATENCY: Final = "accuracy_vs_latency.png"
 PLOT_IMPORTANCES: Final = "param_importances.png"
 ARTIFACT_OP_STATISTICS: Final = "op_statistics.json"  # trial: Mixed Precision Statistics
 ARTIFACT_PLAN: Final = "plan.yaml"  # trial: its plan
+# datasets (MLflow inputs of the parent and trial runs; digests from inc_flow.fingerprint)
+DATASET_CONTEXT: Final = "mlflow.data.context"  # an input tag: what the data was used for
+DATASET_CALIBRATION: Final = "calibration"
+DATASET_EVAL: Final = "eval"
+DATASET_DIGEST_CHARS: Final = 16  # of the fingerprint's sha256 (MLflow keeps 36 at most)
 
 # --- registered model versions ---------------------------------------------------------------
 ALIAS_CHAMPION: Final = "champion"

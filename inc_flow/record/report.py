@@ -73,21 +73,25 @@ def write_comparison(
 
 def log_report(
     client: Any, parent_run_id: str, experiment: str | None, directory: str | Path | None = None
-) -> Path:
+) -> Path | None:
     """Write the study's report and log it as ``report.html`` on its parent run.
 
     Args:
         client: an ``MlflowClient`` (None: one for the current tracking URI).
         parent_run_id: the study's parent run (may still be RUNNING).
         experiment: the parent run's experiment name (None: looked up from the run).
-        directory: where the file is kept (default: a new temporary directory).
+        directory: where the file is kept (None: nowhere; a temporary directory is used for
+            the upload and removed).
 
     Returns:
-        The written file.
+        The written file, or None when no ``directory`` keeps it.
     """
     client = fetch.mlflow_client(client)
-    folder = Path(directory) if directory is not None else Path(tempfile.mkdtemp("_report"))
-    path = write_report(folder / k.ARTIFACT_REPORT, experiment, parent_run_id, client)
+    if directory is None:
+        with tempfile.TemporaryDirectory(prefix="inc_flow_report_") as tmp:
+            log_report(client, parent_run_id, experiment, tmp)
+        return None
+    path = write_report(Path(directory) / k.ARTIFACT_REPORT, experiment, parent_run_id, client)
     client.log_artifact(parent_run_id, str(path))
     return path
 

@@ -3,7 +3,9 @@
 Child runs are opened when a trial starts (so a killed process leaves a RUNNING run that the
 next run of the study marks KILLED) and closed with the trial's plan as params, its scores
 as metrics, its state as tags, and its op statistics and plan as artifacts. Every child run
-has the same keys, so the MLflow UI's compare view lines trials up.
+has the same keys, so the MLflow UI's compare view lines trials up. Which run is the parent,
+and the runs' names and context tags: ``record.parent``; the study's data as MLflow datasets
+on the parent and each trial: ``record.datasets``; the best model: ``record.best``.
 
 Scale out (``role``): a ``worker`` logs its trials under a parent run made once for the study
 (:meth:`MlflowTracker.create_parent`, its id kept in the Optuna study) and leaves the parent's
@@ -26,14 +28,15 @@ from typing import Any
 import mlflow
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from inc_flow.config.sections import Config
-from inc_flow.record import fetch
+from inc_flow.record import best, fetch, parent
 from inc_flow.record import keys as k
+from inc_flow.record.datasets import study_datasets
 from inc_flow.record.outage import Outage, guarded
-from inc_flow.record.store import fail_orphaned_models, reach
+from inc_flow.record.store import reach
 from inc_flow.record.values import (
     baseline_metrics,
     columns,
@@ -45,6 +48,7 @@ from inc_flow.record.values import (
 )
 from inc_flow.search.plan import Plan
 from inc_flow.search.records import StudyInfo, TrialRecord, TuneResult
+from inc_flow.search.settings import TuneSettings
 from inc_flow.vocab import Role, TrialState
 
 logger = logging.getLogger("inc_flow")
@@ -67,6 +71,7 @@ class MlflowTracker:
         role: ``tune`` (one process does it all), ``worker`` (trials only: the parent run is
             neither summarised nor ended) or ``finalize`` (no trials; summarises and ends).
         parent_id: the study's parent run, made beforehand (``worker`` and ``finalize``).
+        settings: the study's settings, for the parent run's name (else taken from the study).
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class MlflowTracker:
         *,
         role: str = Role.TUNE,
         parent_id: str | None = None,
+        settings: TuneSettings | None = None,
     ) -> None:
         self.cfg = cfg
         self.uri = uri or tracking_uri(cfg)
@@ -90,44 +96,53 @@ class MlflowTracker:
         self._children: dict[int, str] = {}
         self._study = ""
         self.log_seconds = 0.0
+        self.settings = settings
+        self._datasets: list[DatasetInput] = []
+        self._context: dict[str, str] = {}
+        self.model_uri: str | None = None  # the logged model (publish)
+        self.version: Any = None  # the registered version (publish)
+        self.not_registered = ""  # why no version was registered, when none was
 
     # --- study -----------------------------------------------------------------------------
     @guarded("the study's parent run")
     def study_started(self, info: StudyInfo) -> None:
         start = time.perf_counter()
+        self.settings = self.settings or info.settings
+        self._study = info.study_name
         project_run = os.environ.get("MLFLOW_RUN_ID")
         if self.role != Role.TUNE:  # the parent made once for the study (create_parent)
             assert self.parent_id, "a worker or finalize tracker needs the study's parent run"
             self.experiment_id = self.client.get_run(self.parent_id).info.experiment_id
             self._owns_parent = self.role == Role.FINALIZE
-            project_run = None
-        elif project_run:  # `mlflow run`: the project run is the study's parent
-            run = self.client.get_run(project_run)
-            self.parent_id, self.experiment_id = project_run, run.info.experiment_id
+        elif project_run:  # `mlflow run`: the project run, or the study's parent it points to
+            self.parent_id, self.experiment_id, self._owns_parent = parent.for_project_run(
+                self.client, project_run, self.cfg.experiment_name, self._study, self._run_name()
+            )
         else:
             self.parent_id = self.create_parent(info.study_name)
             self._owns_parent = True
-        parent = self.parent_id
-        self._study = info.study_name
-        self.client.set_tag(parent, k.TAG_STUDY, info.study_name)
-        self.client.set_tag(parent, k.TAG_ROLE, k.ROLE_STUDY)
-        have = self.client.get_run(parent).data.params
+        run_id = self.parent_id
+        self.client.set_tag(run_id, k.TAG_STUDY, info.study_name)
+        self.client.set_tag(run_id, k.TAG_ROLE, k.ROLE_STUDY)
+        have = self.client.get_run(run_id).data
+        self._context = {key: have.tags[key] for key in parent.CONTEXT_TAGS if key in have.tags}
         params = study_params(self.cfg.model.name, info)
-        new = [Param(key, v) for key, v in params.items() if key not in have]
+        new = [Param(key, v) for key, v in params.items() if key not in have.params]
         now = _now()
         metrics = [Metric(key, v, now, 0) for key, v in baseline_metrics(info).items()]
         try:
-            self.client.log_batch(parent, metrics=metrics, params=new)
+            self.client.log_batch(run_id, metrics=metrics, params=new)
         except MlflowException:
             if not new or self.role == Role.TUNE:
                 raise
             # another worker logged the study params since our read: log what is missing
-            have = self.client.get_run(parent).data.params
-            rest = [p for p in new if p.key not in have]
-            self.client.log_batch(parent, metrics=metrics, params=rest)
-        self.client.log_text(parent, self.cfg.to_yaml(), k.ARTIFACT_CONFIG)
-        if project_run:
-            self.client.update_run(parent, name=info.study_name)
+            have = self.client.get_run(run_id).data
+            rest = [p for p in new if p.key not in have.params]
+            self.client.log_batch(run_id, metrics=metrics, params=rest)
+        self.client.log_text(run_id, self.cfg.to_yaml(), k.ARTIFACT_CONFIG)
+        self._datasets = study_datasets(self.cfg.model.name, dict(info.settings.fingerprint))
+        if self._datasets:
+            self.client.log_inputs(run_id, datasets=self._datasets)
         self._kill_orphans(info)
         self._log_resumed(info)
         self.log_seconds += time.perf_counter() - start
@@ -145,32 +160,14 @@ class MlflowTracker:
     def create_parent(self, study: str) -> str:
         """The study's parent run: the latest one tagged for ``study``, else a new one. Called
         by the one process that created the Optuna study, so workers never race to make two."""
-        self.experiment_id = self._experiment()
-        existing = fetch.latest_parent(self.client, self.experiment_id, study)
-        if existing is not None:
-            self.client.update_run(existing, status=k.STATUS_RUNNING)
-            return existing
-        run = self.client.create_run(
-            self.experiment_id, run_name=study, tags={k.TAG_STUDY: study, k.TAG_ROLE: k.ROLE_STUDY}
-        )
-        return run.info.run_id
+        self.experiment_id = parent.experiment_id(self.client, self.cfg.experiment_name)
+        return parent.find_or_create(self.client, self.experiment_id, study, self._run_name())
 
-    def _experiment(self) -> str:
-        env = os.environ.get("MLFLOW_EXPERIMENT_ID")
-        if env:
-            return env
-        name = self.cfg.experiment_name
-        exp = self.client.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        try:
-            return self.client.create_experiment(name, artifact_location=_artifact_location())
-        except MlflowException as e:  # another worker created it a moment ago
-            exp = self.client.get_experiment_by_name(name)
-            if exp is None:
-                raise
-            logger.debug("experiment %s created concurrently: %s", name, e)
-            return exp.experiment_id
+    def _run_name(self) -> str:
+        settings = self.settings
+        if settings is None:  # no settings given: the study name is the best there is
+            return self._study or self.cfg.model.name
+        return parent.run_name(self.cfg.model.name, settings)
 
     def _kill_orphans(self, info: StudyInfo) -> None:
         """Child runs of trials a dead process left RUNNING become KILLED."""
@@ -189,8 +186,9 @@ class MlflowTracker:
         start = time.perf_counter()
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"trial-{number:03d}",
+            run_name=parent.trial_name(number, plan),
             tags={
+                **self._context,
                 k.TAG_PARENT: self.parent_id,
                 k.TAG_STUDY: self._study,
                 k.TAG_ROLE: k.ROLE_TRIAL,
@@ -220,6 +218,8 @@ class MlflowTracker:
             params=[Param(key, v) for key, v in plan_params(record.plan).items()],
             tags=[RunTag(key, v) for key, v in tags.items()],
         )
+        if self._datasets:
+            self.client.log_inputs(run_id, datasets=self._datasets)
         if record.op_stats:
             self.client.log_table(run_id, columns(record.op_stats), k.ARTIFACT_OP_STATISTICS)
         self.client.log_text(run_id, yaml.safe_dump(record.plan.to_dict()), k.ARTIFACT_PLAN)
@@ -262,13 +262,6 @@ class MlflowTracker:
             self.parent_id, metrics=[Metric(key, float(v), now, 0) for key, v in values.items()]
         )
 
-    def log_outputs(self, output_dir: str | os.PathLike, statistics: list[str]) -> None:
-        """The best model's files and its Mixed Precision Statistics, on the parent run."""
-        configure = Path(output_dir) / k.ARTIFACT_BEST_CONFIGURE
-        self.client.log_artifact(self.parent_id, str(configure))
-        text = "\n".join(statistics) + "\n"
-        self.client.log_text(self.parent_id, text, k.ARTIFACT_STATISTICS)
-
     @guarded("the best model (logged model and registered version)")
     def publish(
         self, q_model: Any, result: TuneResult, fp32_model: Any, eval_source: str, **terms: Any
@@ -285,71 +278,10 @@ class MlflowTracker:
                 (``champion_allowed``, ``veto_reason``, ``beats_champion``, ...).
 
         Returns:
-            The registered ModelVersion, or None when the model could not be registered.
+            The registered ModelVersion, or None when the model could not be registered
+            (``self.not_registered`` says why).
         """
-        from inc_flow.model import pyfunc as flavor
-        from inc_flow.model import registry
-
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="inc_flow_best_") as tmp:
-            q_model.save(tmp)
-            self.log_outputs(tmp, q_model.statistics_lines())
-            digest = registry.content_digest(tmp)
-        factory = self.cfg.model.factory or _class_factory(fp32_model)
-        if factory is None:
-            logger.warning(
-                "the best model is not logged as an MLflow model: set `model.factory` so the "
-                "pyfunc loader can rebuild %s",
-                type(fp32_model).__name__,
-            )
-            return None
-        best = result.best
-        checked = result.accuracy_checked and best is not None and best.accuracy is not None
-        name = registry.registered_model_name(
-            self.cfg.model.name, self.cfg.tracking.registered_model_name
-        )
-        # The same model (a rerun, a kill during publishing) is neither logged nor registered
-        # again: the registered version's, else this run's logged model, is used.
-        existing = registry.find_version(name, digest) if checked else None
-        fail_orphaned_models(self.client, self.parent_id)  # PENDING ones of a killed upload
-        uri = existing.source if existing else flavor.find_logged_model(self.parent_id, digest)
-        if uri is None:
-            with mlflow.start_run(run_id=self.parent_id):
-                uri = flavor.log_model(q_model, factory).model_uri
-            registry.fault_point(registry.AFTER_LOG_MODEL)
-        self.log_seconds += time.perf_counter() - start
-        if not checked:
-            logger.warning("accuracy was not checked: the model is logged but not registered")
-            return None
-        metrics = {
-            k.METRIC_ACCURACY: best.accuracy,
-            k.METRIC_RELATIVE_DROP: best.relative_drop,
-            k.METRIC_ABSOLUTE_DROP: best.absolute_drop,
-            k.METRIC_LATENCY_MS: result.latency_ms,
-        }
-        if result.speedup is not None:
-            metrics[k.METRIC_SPEEDUP] = result.speedup
-        crit = self.cfg.tuning.accuracy_criterion
-        version = registry.register(
-            uri,
-            name,
-            {key: v for key, v in metrics.items() if v is not None},
-            {
-                k.VERSION_BACKEND: best.plan.backend,
-                k.VERSION_APPROACH: best.plan.approach,
-                k.VERSION_STUDY: result.study_name,
-                k.VERSION_RUN_ID: self.parent_id,
-                k.VERSION_SPEED_VERDICT: result.verdict[: k.MAX_VALUE],
-            },
-            eval_data=registry.fingerprint(eval_source),
-            criterion=registry.canonical(crit.to_dict()),
-            meets_target=best.passed,
-            digest=digest,
-            **terms,
-        )
-        self.client.set_tag(self.parent_id, k.TAG_REGISTERED_MODEL, name)
-        self.client.set_tag(self.parent_id, k.TAG_REGISTERED_VERSION, str(version.version))
-        return version
+        return best.publish(self, q_model, result, fp32_model, eval_source, **terms)
 
     def close(self, failed: bool = False) -> None:
         """End the parent run if this tracker opened it (a project run ends by itself); after
@@ -366,30 +298,6 @@ class MlflowTracker:
         if self._owns_parent and self.parent_id:
             status = k.STATUS_FAILED if failed else k.STATUS_FINISHED
             self.client.set_terminated(self.parent_id, status=status)
-
-
-def _artifact_location() -> str | None:
-    """For an SQLite store, artifacts go beside the database file (``<dir>/mlruns/<name>``)
-    rather than under whatever directory the process happens to run in."""
-    uri = mlflow.get_tracking_uri()
-    if not uri.startswith("sqlite:///"):
-        return None
-    db = Path(uri.removeprefix("sqlite:///")).resolve()
-    return (db.parent / "mlruns").as_uri() + f"/{int(time.time() * 1000)}"
-
-
-def _class_factory(model: Any) -> str | None:
-    """``module:Class`` when the model's class builds with no arguments outside ``__main__``."""
-    cls = type(model)
-    if cls.__module__ in ("__main__", "builtins") or "<locals>" in cls.__qualname__:
-        return None
-    if cls.__module__.startswith("torch."):
-        return None
-    try:
-        cls()
-    except Exception:  # noqa: BLE001 - needs arguments: no factory to offer
-        return None
-    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def _now() -> int:

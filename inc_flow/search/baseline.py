@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from inc_flow.errors import DataError, IncFlowError, MetricError
 from inc_flow.search import storage as st
 from inc_flow.search.accuracy import check_baseline
 from inc_flow.search.records import why
+
+logger = logging.getLogger("inc_flow")
 
 
 def measure_baseline(t: Any) -> tuple[float | None, float]:
@@ -16,7 +19,10 @@ def measure_baseline(t: Any) -> tuple[float | None, float]:
     at or below chance) is refused before the first trial (``check_baseline``)."""
     stored = st.stored_baseline(t.study)
     if stored and (stored[0] is not None or not t.checked):
+        logger.info("fp32 baseline: stored with the study, not measured again")
         return stored
+    what = "accuracy and latency" if t.checked else "latency"
+    logger.info("fp32 baseline: measuring %s", what)
     accuracy = None
     fp32 = t.engine.fp32_model
     if t.checked:

@@ -111,6 +111,10 @@ def _round(
             extra = list(rivals())
         except Exception as e:  # noqa: BLE001 -- the round goes on without the champion
             notes.append(f"the champion is not in the side-by-side round: {why(e)}")
+    logger.info(
+        "side-by-side round: %s timed in turn",
+        ", ".join(c.name for c in candidates + extra),
+    )
     try:
         try:
             samples = benchmark.side_by_side(candidates + extra)

@@ -1,5 +1,8 @@
-"""Progress of a study in the ``inc_flow`` log (``LoggingTracker``), and ``MultiTracker``,
-which forwards every event to several trackers (the log and MLflow)."""
+"""Progress of a study in the ``inc_flow`` log (``LoggingTracker``: the study, each trial's
+start and end, the summary), and ``MultiTracker``, which forwards every event to several
+trackers (the log and MLflow). The other phases log their own line where they run (the
+fingerprint, the fp32 baseline, calibration, sensitivity and ranking, the side-by-side round,
+saving and registering); long passes over batches show progress through ``inc_flow.bars``."""
 
 from __future__ import annotations
 
@@ -35,6 +38,11 @@ class LoggingTracker:
             info.baseline_latency_ms,
             len(info.ops),
             len(info.resumed),
+        )
+
+    def trial_started(self, number: int, plan: Plan) -> None:
+        logger.info(
+            "[trial %d | %d/%d] started | %s", number, number + 1, self._max_trials, plan.summary()
         )
 
     def trial_finished(self, record: TrialRecord) -> None:

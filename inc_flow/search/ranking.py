@@ -25,6 +25,7 @@ Each seed carries the samples its ranking ran (``rank_samples`` of its trial rec
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -74,6 +75,7 @@ def sensitivity(t: Any) -> Mapping[str, float]:
 
     scores = st.stored_sensitivity(t.study)
     if scores is None:
+        logging.getLogger("inc_flow").info("sensitivity: each op's output error in fp32")
         try:
             raw = t.engine.sensitivity(t.space.default_plan())
         except Exception as e:  # noqa: BLE001 -- the seeds can do without an order
@@ -94,6 +96,7 @@ def _ranked(t: Any) -> Iterator[Seed]:
     elif record is None or record.accuracy is None:
         reason = "all-int8 has no accuracy"
     else:
+        logging.getLogger("inc_flow").info("ranking: changes probed where int8 differs")
         try:
             ranked = ranker.rank(default)
         except Exception as e:  # noqa: BLE001 -- INC's order needs no probe
