@@ -315,7 +315,8 @@ class MlflowTracker:
         uri = existing.source if existing else flavor.find_logged_model(self.parent_id, digest)
         if uri is None:
             with mlflow.start_run(run_id=self.parent_id):
-                uri = flavor.log_model(q_model, factory).model_uri
+                threads = self.cfg.tracking.predict_threads
+                uri = flavor.log_model(q_model, factory, threads=threads).model_uri
             registry.fault_point(registry.AFTER_LOG_MODEL)
         self.log_seconds += time.perf_counter() - start
         if not checked:
