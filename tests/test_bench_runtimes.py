@@ -61,6 +61,8 @@ def test_goal_lines_name_each_pyfunc_and_the_verdict():
     slow = {**SAMPLES, PYFUNC: {1: [4.0] * 3, 32: [48.0, 48.0, 48.0]}}
     (missed,) = br.goal_lines(br.summarize("m", 2, 32, slow, WRAPS))
     assert missed.endswith("MISSED")
+    assert br.goal_lines(lines, checked={RAW}) == []  # a comparison row is not checked
+    assert [rt.goal for rt in br.RUNTIMES if rt.wraps] == [True, False]
 
 
 def test_runtimes_are_an_extensible_list_with_fp32_first():
