@@ -157,13 +157,8 @@ def store(tmp_path, monkeypatch, template_db):
 
 
 def _int8_outputs(q: QuantizedModel, x: np.ndarray) -> np.ndarray:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the pyfunc's thread count
-    try:
-        with torch.no_grad(), quiet():
-            return q.model(torch.from_numpy(x)).numpy()
-    finally:
-        torch.set_num_threads(previous)
+    with torch.no_grad(), quiet():  # the pyfunc's threads: the caller's (torch's default)
+        return q.model(torch.from_numpy(x)).numpy()
 
 
 def _log(toy, **kwargs) -> mlflow.models.model.ModelInfo:

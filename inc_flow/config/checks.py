@@ -30,7 +30,11 @@ from inc_flow.vocab import Framework, names
 
 
 # --- scalar checks: return the normalised value (anything on failure, after p.add) ----------
-def check_int(p: Problems, path: str, value: Any, minimum: int | None = None) -> Any:
+def check_int(
+    p: Problems, path: str, value: Any, minimum: int | None = None, optional: bool = False
+) -> Any:
+    if value is None and optional:
+        return None
     if isinstance(value, bool) or not isinstance(value, int):
         p.add(path, f"must be an int, got {show(value)}")
     elif minimum is not None and value < minimum:

@@ -302,7 +302,8 @@ class TrackingConfig(Section):
     """inc_flow's ``tracking``: MLflow store, experiment and registered model name.
 
     ``uri`` None means ``MLFLOW_TRACKING_URI`` or the project default; ``experiment`` None means
-    ``model.name`` (see :attr:`Config.experiment_name`).
+    ``model.name`` (see :attr:`Config.experiment_name`). ``predict_threads``: the logged model's
+    ``predict`` threads; None: torch's default where it is served (:mod:`inc_flow.model.threads`).
     """
 
     uri: str | None = checked(None, check_tracking_uri)
@@ -311,6 +312,12 @@ class TrackingConfig(Section):
         None, check_name, rule=registered_name_problem, optional=True
     )
     enabled: bool = checked(True, check_bool)
+    predict_threads: int | None = checked(None, check_int, minimum=1, optional=True)
+
+    def _check_together(self, p: Problems) -> None:
+        if self.predict_threads is not None and not self.enabled:
+            why = "sets the logged model's threads, but `enabled: false` logs no model"
+            p.add("predict_threads", f"{why}; got {self.predict_threads}: remove one of them")
 
 
 @dataclass(frozen=True)

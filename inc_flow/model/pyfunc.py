@@ -10,6 +10,8 @@ exact pins (:mod:`inc_flow.model.requirements`). The logged model is tagged with
 (``model_size_bytes``). MLflow calls :func:`_load_pyfunc`, which
 rebuilds the fp32 architecture from the factory and the int8 model with `inc_flow.load`:
 predictions are the int8 model's outputs, bit for bit. No pickles, no TorchScript.
+``predict`` runs with torch's default intra-op threads (the serving machine's cores), or the
+count logged with the model / set by ``INC_FLOW_NUM_THREADS`` (:mod:`inc_flow.model.threads`).
 Inputs holding NaN/inf, or more values than a limit, are refused with HTTP 400, and under
 ``mlflow models serve`` oversized or unparseable bodies get 413/400
 (:mod:`inc_flow.model.serving`; the limits are the logged ``model_config``).
@@ -20,13 +22,12 @@ Registering the logged model is :mod:`inc_flow.model.registry`'s.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ from inc_flow.model.signature import (
     sidecar_data,
     supported_dtype,
 )
+from inc_flow.model.threads import check_threads, intra_op_threads, predict_threads
 from inc_flow.quant.ao import quiet, set_backend
 from inc_flow.record.keys import MODEL_OWNER, MODEL_SIZE_BYTES
 
@@ -81,7 +83,8 @@ class Int8PyfuncModel:
         model: the int8 ``nn.Module``.
         inputs: the model's :class:`InputSpec` list, in ``forward`` order; or a per-sample
             shape, for one unnamed float32 input (a batch is ``(N, *input_shape)``).
-        threads: intra-op threads during ``predict`` (restored afterwards).
+        threads: intra-op threads during ``predict`` (restored afterwards); None: torch's
+            default, the count is left alone (:mod:`inc_flow.model.threads`).
         backend: the quantized engine the model was built for.
         limits: NaN/inf and size limits on the inputs (:mod:`inc_flow.model.serving`).
     """
@@ -90,13 +93,13 @@ class Int8PyfuncModel:
         self,
         model: torch.nn.Module,
         inputs: Sequence[InputSpec] | Sequence[int],
-        threads: int,
+        threads: int | None,
         backend: str,
         limits: Limits | None = None,
     ) -> None:
         self.model = model.eval()
         self.inputs = as_specs(inputs)
-        self.threads = int(threads)
+        self.threads = check_threads(threads, "`threads`")
         self.backend = backend
         self.limits = limits or Limits()
 
@@ -135,7 +138,7 @@ class Int8PyfuncModel:
         arrays = self._arrays(model_input)
         self.limits.check(arrays, [s.label for s in self.inputs])
         tensors = [torch.from_numpy(a) for a in arrays]
-        with torch.no_grad(), _threads(self.threads), quiet():
+        with torch.no_grad(), intra_op_threads(self.threads), quiet():
             set_backend(self.backend)
             out = self.model(*tensors)
         if not isinstance(out, torch.Tensor):
@@ -216,20 +219,11 @@ class Int8PyfuncModel:
         return np.require(arr.astype(spec.dtype, copy=False), spec.dtype, ["C", "W"])
 
 
-@contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> Int8PyfuncModel:
     """MLflow's loader entry point: the int8 model in ``data_path``, ready to predict.
 
-    ``model_config`` sets the input limits (:mod:`inc_flow.model.serving`). Loaded by
+    ``model_config`` sets the input limits (:mod:`inc_flow.model.serving`); the thread count
+    is ``INC_FLOW_NUM_THREADS``, else the logged one (:mod:`inc_flow.model.threads`). Loaded by
     ``mlflow models serve`` (its ``__pyfunc_model_path__`` is set), it also guards the scoring
     server: bodies over ``max_request_bytes`` get 413, unparseable ones 400.
     """
@@ -239,7 +233,8 @@ def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> 
     backend = read_configure(data_path)["backend"]
     if os.environ.get(SERVER_MODEL_PATH_ENV):
         guard_scoring_server(limits)
-    return Int8PyfuncModel(int8, side["inputs"], side["threads"], backend, limits)
+    threads = predict_threads(side["threads"])
+    return Int8PyfuncModel(int8, side["inputs"], threads, backend, limits)
 
 
 def _check_code_paths(factory: str, code_paths: Sequence[str | Path]) -> list[Path]:
@@ -263,7 +258,7 @@ def log_model(
     *,
     code_paths: Sequence[str | Path] | None = None,
     name: str = "model",
-    threads: int = 1,
+    threads: int | None = None,
     extra_pip: Sequence[str] = (),
     infer_pip: bool = True,
     input_names: Sequence[str] | None = None,
@@ -284,7 +279,9 @@ def log_model(
         code_paths: what ships the model definition; default the factory's module and its
             local imports (:func:`inc_flow.model.shipping.stage_code`), never data files.
         name: the model's name in the run.
-        threads: intra-op threads used by ``predict`` (the tuner measures with 1).
+        threads: intra-op threads used by ``predict``; None (default): torch's default where
+            the model is loaded, its cores. ``INC_FLOW_NUM_THREADS`` overrides it at load time
+            (:mod:`inc_flow.model.threads`).
         extra_pip: pip requirements beyond inc-flow, torch, torchvision, pyyaml, numpy, pandas
             (exact pins of the installed versions); one naming a package already pinned or
             inferred replaces that pin.
@@ -299,8 +296,7 @@ def log_model(
         takes). The logged model is tagged ``content_digest``
         (:func:`inc_flow.model.registry.content_digest`) and ``model_size_bytes``.
     """
-    if threads < 1:
-        raise SaveLoadError(f"`threads` must be >= 1, got threads={threads!r}")
+    check_threads(threads, "`threads`")
     if not isinstance(q_model, QuantizedModel | str | Path):
         raise SaveLoadError(
             "`q_model` must be a QuantizedModel or an output directory, "
@@ -334,7 +330,7 @@ def log_model(
         )
         out = pyfunc.predict(example)
         if in_memory is not None:
-            with torch.no_grad(), _threads(threads), quiet():
+            with torch.no_grad(), intra_op_threads(pyfunc.threads), quiet():
                 ref = in_memory.model(*(torch.from_numpy(a.copy()) for a in examples))
             if not isinstance(ref, torch.Tensor) or not np.array_equal(
                 out, (ref.dequantize() if ref.is_quantized else ref).numpy()

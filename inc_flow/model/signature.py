@@ -107,7 +107,8 @@ def read_sidecar(data_path: str | Path) -> dict[str, Any]:
     """Read and check ``inc_flow_model.yaml`` in a logged model's data directory.
 
     Returns ``factory``, ``inputs`` (:class:`InputSpec` list), ``input_shape`` (the first
-    input's per-sample shape, as format 1 had it) and ``threads``. Reads formats 1 and 2.
+    input's per-sample shape, as format 1 had it) and ``threads`` (None when the sidecar has
+    none: torch's default). Reads formats 1 and 2.
     """
     path = Path(data_path) / SIDECAR_FILE
     try:
@@ -125,7 +126,7 @@ def read_sidecar(data_path: str | Path) -> dict[str, Any]:
             "factory": str(data["factory"]),
             "inputs": inputs,
             "input_shape": list(inputs[0].shape),
-            "threads": int(data.get("threads", 1)),
+            "threads": _threads(data.get("threads")),
         }
     except (KeyError, TypeError, ValueError) as e:
         raise SaveLoadError(f"{str(path)!r} is malformed: {e!r}") from e
@@ -197,15 +198,23 @@ def input_specs(
     return [InputSpec(nm, a.dtype, a.shape[1:]) for nm, a in zip(names, examples, strict=True)]
 
 
-def sidecar_data(factory: str, specs: list[InputSpec], threads: int) -> dict[str, Any]:
-    """The sidecar's content: format 1 for one unnamed float32 input, else format 2."""
+def _threads(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"`threads` must be a positive integer, got {value!r}")
+    return value
+
+
+def sidecar_data(factory: str, specs: list[InputSpec], threads: int | None) -> dict[str, Any]:
+    """The sidecar's content: format 1 for one unnamed float32 input, else format 2.
+    ``threads`` None (torch's default) is left out: a loader that predates it reads 1."""
     if len(specs) == 1 and specs[0].name is None:  # format 1, as before named inputs
         head: dict[str, Any] = {"format_version": 1, "factory": factory}
         head["input"] = specs[0].to_yaml()
     else:
         head = {"format_version": 2, "factory": factory}
         head["inputs"] = [s.to_yaml() for s in specs]
-    return {**head, "output": {"type": "tensor"}, "threads": int(threads)}
+    threads_key = {} if threads is None else {"threads": int(threads)}
+    return {**head, "output": {"type": "tensor"}, **threads_key}
 
 
 def model_signature(specs: Sequence[InputSpec], output: np.ndarray) -> ModelSignature:

@@ -69,7 +69,8 @@ def publish(
     uri = existing.source if existing else flavor.find_logged_model(parent_id, digest)
     if uri is None:
         with mlflow.start_run(run_id=parent_id):
-            uri = flavor.log_model(q_model, factory).model_uri
+            threads = tracker.cfg.tracking.predict_threads
+            uri = flavor.log_model(q_model, factory, threads=threads).model_uri
         registry.fault_point(registry.AFTER_LOG_MODEL)
     tracker.model_uri = uri
     tracker.log_seconds += time.perf_counter() - start

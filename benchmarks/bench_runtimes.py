@@ -1,0 +1,499 @@
+"""What deployment runs, timed side by side: each runtime of a model, raw and through its pyfunc.
+
+For each model (LeNet with ``conf/lenet_static.yaml``, the 28x28 ResNet18 with
+``conf/resnet18_static.yaml``), in one process:
+
+1. the tuned plan: ``inc_flow.api.quantize(conf)`` (MLflow tracking off) saved to
+   ``--workdir/<model>/output`` (``--reuse`` takes an output already there), loaded back with
+   ``inc_flow.load``, and logged once with ``inc_flow.model.pyfunc.log_model`` into an SQLite
+   store under ``--workdir`` (never the project's);
+2. every runtime of :data:`RUNTIMES` built from it: fp32 eager, plain FX int8 one-shot
+   (``bench_tuning.fx_one_shot``: torch's x86 defaults, the config's calibration samples),
+   the tuned plan (``inc_flow.load``), the same model through
+   ``mlflow.pyfunc.load_model(...).predict`` (torch's default threads, as logged by default),
+   and the pyfunc loaded with ``INC_FLOW_NUM_THREADS=1`` (how every pyfunc ran before: 1
+   intra-op thread whatever the machine has);
+3. for each ``--threads`` count (default 1 and 2): all runtimes timed at batch 1 and batch N
+   (the config's performance batch) in inc_flow's side-by-side round
+   (``inc_flow.quant.latency.time_side_by_side``: interleaved, the order reversed every round;
+   each timing the median of ``--iterations`` calls after ``--warmup``).
+
+Reported per runtime: latency (median over rounds, min-max), the speed-up fp32 / runtime and,
+for a pyfunc, its overhead pyfunc / raw model, each a per-round ratio (median, min-max).
+Prints the table, writes it to ``--out`` (default ``benchmarks/runtimes.md``) and between the
+``bench_runtimes`` markers in README.md (``--no-readme`` leaves it). Run from the repository
+root::
+
+    python benchmarks/bench_runtimes.py [--models lenet,resnet18] [--threads 1,2]
+
+Adding a runtime (e.g. OpenVINO) is one :class:`Runtime` appended to :data:`RUNTIMES`: a
+name, ``build(case)`` returning the object to call (raise :class:`Skip` to leave the row out
+with a reason), ``predict(obj, x)`` for one call on a torch batch, and for a pyfunc ``wraps``,
+the name of the runtime it serves (its overhead column).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import datetime
+import functools
+import logging
+import os
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+for path in (ROOT, ROOT / "benchmarks"):  # `python benchmarks/bench_runtimes.py` from anywhere
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from bench_tuning import SUBJECTS, fx_one_shot, quiet  # noqa: E402
+
+import inc_flow  # noqa: E402
+from inc_flow.api import quantize  # noqa: E402
+from inc_flow.config.sections import Config  # noqa: E402
+from inc_flow.data import build_dataloader, split_batch  # noqa: E402
+from inc_flow.model.threads import ENV_THREADS  # noqa: E402
+from inc_flow.quant.evaluate import repeat_batch  # noqa: E402
+from inc_flow.quant.latency import time_side_by_side  # noqa: E402
+from inc_flow.search.speed import FP32, TRIAL, Candidate, Spread  # noqa: E402
+
+BEGIN = "<!-- bench_runtimes:begin -->"
+END = "<!-- bench_runtimes:end -->"
+GOAL_OVERHEAD = 0.10  # the pyfunc within 10 % of the model it wraps, at batch N
+
+
+class Skip(Exception):  # noqa: N818 - a row left out, with the reason, not an error
+    """Raised by a ``build`` to leave its runtime out of the table, saying why."""
+
+
+@dataclass
+class Case:
+    """One model: its config, fp32 model, eval batch and the tuned plan (built on first use)."""
+
+    name: str
+    cfg: Config
+    fp32: nn.Module
+    example: torch.Tensor
+    batch: int
+    workdir: Path
+    args: argparse.Namespace
+    cache: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def once(self, key: str, make: Callable[[], Any]) -> Any:
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
+
+    def tuned_dir(self) -> Path:
+        """The tuned plan's output directory (tuned here unless ``--reuse`` finds one)."""
+        return self.once("tuned_dir", self._tune)
+
+    def _tune(self) -> Path:
+        out = self.workdir / self.name / "output"
+        if self.args.reuse and (out / "best_configure.yaml").is_file():
+            self.notes.append(f"{self.name}: tuned plan reused from {out}")
+            return out
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        raw = self.cfg.to_dict()
+        raw["tuning"]["workspace"] = {"path": str(self.workdir / self.name / "ws")}
+        raw["tuning"]["study_name"] = f"bench-runtimes-{self.name}-{stamp}"
+        print(f"== {self.name}: tuning with {self.args.conf[self.name]}", flush=True)
+        start = time.perf_counter()
+        with quiet():
+            outcome = quantize(Config.from_dict(raw), model=copy.deepcopy(self.fp32))
+        r = outcome.result
+        if outcome.q_model is None:
+            raise Skip(f"no plan met the target ({r.stop_reason})")
+        fp32_ops = list(outcome.q_model.plan.fp32_ops)
+        self.notes.append(
+            f"{self.name}: tuned in {time.perf_counter() - start:.0f} s, {r.n_trials} trial(s), "
+            f"top-1 {r.best.accuracy:.4f} (fp32 {r.baseline_accuracy:.4f}, "
+            f"{r.best.eval_total} eval samples), fp32 ops: {', '.join(fp32_ops) or 'none'}"
+        )
+        outcome.q_model.save(out)
+        return out
+
+    def logged_uri(self) -> str:
+        """The tuned plan logged once as inc_flow's pyfunc (default: torch's threads)."""
+        return self.once("logged_uri", self._log)
+
+    def _log(self) -> str:
+        import mlflow
+
+        from inc_flow.model.pyfunc import log_model
+
+        mlflow.set_tracking_uri(f"sqlite:///{(self.workdir / 'mlflow.db').resolve()}")
+        client = mlflow.MlflowClient()
+        found = client.get_experiment_by_name("bench-runtimes")
+        experiment = (
+            found.experiment_id
+            if found
+            else client.create_experiment(
+                "bench-runtimes", artifact_location=(self.workdir / "mlruns").resolve().as_uri()
+            )
+        )  # artifacts under the workdir too, not ./mlruns
+        example = self.example[:2].numpy()
+        run = mlflow.start_run(experiment_id=experiment, run_name=f"{self.name}-pyfunc")
+        with run, quiet():
+            info = log_model(self.tuned_dir(), self.cfg.model.factory, example)
+        return info.model_uri
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """One row of the table: how to build it for a case and how to call it once.
+
+    ``build(case)`` returns the object ``predict(obj, x)`` calls with a torch batch ``x``
+    (raise :class:`Skip` to leave the row out); ``wraps`` names the runtime a pyfunc
+    serves (its overhead column); ``goal``: its overhead is checked against
+    :data:`GOAL_OVERHEAD` (False for a row shown for comparison); ``backend`` is torch's
+    quantized engine while timing (None: left as it is, e.g. a pyfunc sets its own).
+    """
+
+    name: str
+    build: Callable[[Case], Any]
+    predict: Callable[[Any, torch.Tensor], Any]
+    wraps: str | None = None
+    backend: str | None = None
+    goal: bool = True
+
+
+def _call(model: Any, x: torch.Tensor) -> Any:
+    return model(x)
+
+
+def _pyfunc_predict(model: Any, x: torch.Tensor) -> Any:
+    return model.predict(x.numpy())
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str | None) -> Iterator[None]:
+    old = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def _load_pyfunc(threads: str | None) -> Callable[[Case], Any]:
+    def build(case: Case) -> Any:
+        import mlflow
+
+        with _env(ENV_THREADS, threads), quiet():
+            return mlflow.pyfunc.load_model(case.logged_uri())
+
+    return build
+
+
+def _tuned(case: Case) -> nn.Module:
+    with quiet():
+        return inc_flow.load(case.tuned_dir(), copy.deepcopy(case.fp32)).eval()
+
+
+FP32_NAME, TUNED_NAME = "fp32 eager", "tuned plan (`inc_flow.load`)"
+RUNTIMES: list[Runtime] = [
+    Runtime(FP32_NAME, lambda case: case.fp32, _call),
+    Runtime(
+        "FX int8 one-shot (x86)",
+        lambda case: fx_one_shot(case.fp32, case.cfg)[0],
+        _call,
+        backend="x86",
+    ),
+    Runtime(TUNED_NAME, _tuned, _call, backend="x86"),
+    Runtime("tuned plan, pyfunc `predict`", _load_pyfunc(None), _pyfunc_predict, TUNED_NAME),
+    Runtime(
+        f"tuned plan, pyfunc `predict`, {ENV_THREADS}=1 (as before)",
+        _load_pyfunc("1"),
+        _pyfunc_predict,
+        TUNED_NAME,
+        goal=False,
+    ),
+]
+
+
+# --- the numbers (pure) -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Line:
+    """One runtime of one model at one thread count: latency, speed-up vs fp32 and, for a
+    pyfunc, overhead vs the runtime it wraps (per batch size; ratios taken per round)."""
+
+    model: str
+    threads: int
+    runtime: str
+    batch: int  # N
+    latency: Mapping[int, Spread] = field(default_factory=dict)
+    speedup: Mapping[int, Spread] = field(default_factory=dict)
+    overhead: Mapping[int, Spread] = field(default_factory=dict)  # pyfunc / raw - 1
+    skipped: str = ""
+
+
+def summarize(
+    model: str,
+    threads: int,
+    batch: int,
+    samples: Mapping[str, Mapping[int, Sequence[float]]],
+    wraps: Mapping[str, str | None],
+    fp32: str = FP32_NAME,
+) -> list[Line]:
+    """Lines from the side-by-side round's samples (runtime -> batch -> ms per round), in
+    ``wraps``' order (runtime -> the runtime it serves, or None). Speed-up = fp32 / runtime
+    and overhead = runtime / wrapped - 1, each per round: median (min-max)."""
+
+    def ratios(a: Sequence[float], b: Sequence[float]) -> Spread:
+        return Spread.of([x / y for x, y in zip(a, b, strict=True)])
+
+    lines = []
+    for name, wrapped in wraps.items():
+        mine = samples[name]
+        overhead = {}
+        if wrapped is not None and wrapped in samples:
+            for b, values in mine.items():
+                r = ratios(values, samples[wrapped][b])
+                overhead[b] = Spread(r.median - 1, r.low - 1, r.high - 1)
+        lines.append(
+            Line(
+                model,
+                threads,
+                name,
+                batch,
+                latency={b: Spread.of(v) for b, v in mine.items()},
+                speedup={b: ratios(samples[fp32][b], v) for b, v in mine.items()},
+                overhead=overhead,
+            )
+        )
+    return lines
+
+
+def _ms(s: Spread | None) -> str:
+    if s is None:
+        return "-"
+    spec = ".3f" if s.median < 10 else ".1f"
+    return f"{s.median:{spec}} ({s.low:{spec}}-{s.high:{spec}})"
+
+
+def _pct(s: Spread | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s.median:+.1%} ({s.low:+.1%} to {s.high:+.1%})".replace("%", " %")
+
+
+def table(lines: Sequence[Line]) -> list[str]:
+    """The markdown table: one row per model, thread count and runtime."""
+    out = [
+        "| model | threads | runtime | latency b1 (ms) | speed-up b1 | latency bN (ms) "
+        "| speed-up bN | pyfunc overhead b1 | pyfunc overhead bN |",
+        "|" + "---|" * 9,
+    ]
+    for ln in lines:
+        n = ln.batch
+        if ln.skipped:
+            out.append(
+                f"| {ln.model} | {ln.threads} | {ln.runtime} | skipped: {ln.skipped} "
+                "| - | - | - | - | - |"
+            )
+            continue
+        out.append(
+            f"| {ln.model} | {ln.threads} | {ln.runtime} | {_ms(ln.latency.get(1))} "
+            f"| {_spread_x(ln.speedup.get(1))} | {_ms(ln.latency.get(n))} (b{n}) "
+            f"| {_spread_x(ln.speedup.get(n))} | {_pct(ln.overhead.get(1))} "
+            f"| {_pct(ln.overhead.get(n))} |"
+        )
+    return out
+
+
+def _spread_x(s: Spread | None) -> str:
+    return "-" if s is None else s.text(".2f", "x")
+
+
+def goal_lines(
+    lines: Sequence[Line], checked: Collection[str] | None = None, goal: float = GOAL_OVERHEAD
+) -> list[str]:
+    """The goal, stated per pyfunc row (of the runtimes in ``checked``; None: all): its
+    overhead at batch N under ``goal``."""
+    out = []
+    for ln in lines:
+        over = ln.overhead.get(ln.batch)
+        if over is None or (checked is not None and ln.runtime not in checked):
+            continue
+        verdict = "met" if over.median < goal else "MISSED"
+        out.append(
+            f"- {ln.model}, {ln.threads} thread(s), {ln.runtime}: overhead at b{ln.batch} "
+            f"{_pct(over)}: goal < {goal:.0%} {verdict}"
+        )
+    return out
+
+
+# --- one model ----------------------------------------------------------------------------
+def make_case(name: str, args: argparse.Namespace) -> Case | str:
+    """The model's case, or why it is skipped."""
+    subject = SUBJECTS[name]
+    why = subject.ensure(args)
+    if why:
+        return why
+    raw = Config.from_yaml(subject.conf).to_dict()
+    raw["tracking"] = {"enabled": False}
+    if args.eval_batches:
+        raw["evaluation"]["accuracy"]["iteration"] = args.eval_batches
+    cfg = Config.from_dict(raw)
+    args.conf[name] = subject.conf.relative_to(ROOT)
+    example, _ = split_batch(next(iter(build_dataloader(cfg.evaluation.accuracy.dataloader))))
+    batch = int(cfg.evaluation.performance.dataloader.batch_size)
+    fp32 = subject.load().eval()
+    return Case(name, cfg, fp32, example, batch, args.workdir, args)
+
+
+def bench(name: str, args: argparse.Namespace, runtimes: Sequence[Runtime]) -> list[Line]:
+    case = make_case(name, args)
+    if isinstance(case, str):
+        print(f"== {name}: {case}", flush=True)
+        return [Line(name, t, "-", 0, skipped=case) for t in args.threads]
+    built: dict[str, Runtime] = {}
+    candidates, skipped = [], {}
+    for rt in runtimes:
+        try:
+            obj = rt.build(case)
+        except Skip as e:
+            skipped[rt.name] = str(e)
+            print(f"== {name}: {rt.name} skipped: {e}", flush=True)
+            continue
+        built[rt.name] = rt
+        kind = FP32 if rt.name == FP32_NAME else TRIAL
+        candidates.append(Candidate(rt.name, functools.partial(rt.predict, obj), kind, rt.backend))
+    if FP32_NAME not in built:
+        raise SystemExit(f"{name}: the fp32 runtime could not be built: {skipped}")
+    inputs = {1: repeat_batch(case.example, 1), case.batch: repeat_batch(case.example, case.batch)}
+    lines: list[Line] = []
+    for threads in args.threads:
+        print(f"== {name}: {len(candidates)} runtimes, {threads} thread(s), "
+              f"{args.rounds} rounds x {args.iterations} calls", flush=True)  # fmt: skip
+        start = time.perf_counter()
+        with quiet():
+            samples = time_side_by_side(
+                candidates, inputs, lambda f, x: f(x), args.rounds, args.warmup,
+                args.iterations, threads,
+            )  # fmt: skip
+        case.notes.append(
+            f"{name}: round at {threads} thread(s) took {time.perf_counter() - start:.0f} s"
+        )
+        wraps = {n: rt.wraps for n, rt in built.items()}
+        lines += summarize(name, threads, case.batch, samples, wraps)
+        lines += [Line(name, threads, n, case.batch, skipped=why) for n, why in skipped.items()]
+    args.notes += case.notes
+    return lines
+
+
+# --- output -------------------------------------------------------------------------------
+def header(args: argparse.Namespace) -> list[str]:
+    evals = f"`iteration: {args.eval_batches}`" if args.eval_batches else "the config's"
+    return [
+        f"Produced by `python benchmarks/bench_runtimes.py` "
+        f"({datetime.datetime.now().isoformat(timespec='minutes')}, {platform.node()}, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
+        f"{torch.__version__}). Every runtime of a model timed in one process, interleaved "
+        f"(inc_flow's side-by-side round, the order reversed every round): {args.rounds} "
+        f"rounds x {args.iterations} calls after {args.warmup} warm-up calls, per thread "
+        "count. Latency: median of the round medians (min-max). Speed-up: fp32 / runtime "
+        "per round; pyfunc overhead: pyfunc / `inc_flow.load` model - 1 per round; both "
+        "median (min-max). The pyfunc rows call `mlflow.pyfunc.load_model(uri).predict` on "
+        "a numpy batch (MLflow's schema check and inc_flow's input checks included). "
+        f"Tuning: the model's `conf/` file, eval set {evals}, tracking off; timing only, "
+        "no accuracy here.",
+        "",
+        "Latencies are noisy: a shared 2-core machine; compare rows of one table only.",
+        "",
+    ]
+
+
+def splice_readme(readme: Path, text: str) -> bool:
+    """Replace the text between the markers in ``readme``; False when they are missing."""
+    body = readme.read_text()
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if not pattern.search(body):
+        return False
+    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}\n{END}", body))
+    return True
+
+
+def _ints(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"a comma list of counts >= 1, got {text!r}")
+    return values
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="lenet,resnet18", help="comma list")
+    parser.add_argument("--threads", type=_ints, default=[1, 2], help="comma list, e.g. 1,2")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--iterations", type=int, default=10, help="timed calls per round")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per round")
+    parser.add_argument(
+        "--eval-batches", type=int, default=0, help="cap the eval set while tuning (0: config)"
+    )
+    parser.add_argument("--reuse", action="store_true", help="reuse a tuned output in workdir")
+    parser.add_argument("--skip-train", action="store_true", help="skip ResNet18 if untrained")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/inc_flow_bench_runtimes"))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "runtimes.md")
+    parser.add_argument("--no-readme", action="store_true", help="do not update README.md")
+    args = parser.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in args.models if m not in SUBJECTS]
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {sorted(SUBJECTS)}")
+    if min(args.rounds, args.iterations) < 1 or min(args.warmup, args.eval_batches) < 0:
+        parser.error("--rounds and --iterations must be >= 1, --warmup and --eval-batches >= 0")
+    args.conf, args.notes = {}, []
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="[%(levelname)s] %(message)s")
+    torch.manual_seed(0)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()
+    lines = [ln for name in args.models for ln in bench(name, args, RUNTIMES)]
+    args.notes.append(
+        f"load average (1, 5, 15 min) at start {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}; "
+        "at end {:.1f}, {:.1f}, {:.1f}".format(*os.getloadavg())
+    )
+    goals = goal_lines(lines, {rt.name for rt in RUNTIMES if rt.goal})
+    text = "\n".join(header(args) + table(lines) + ["", *goals])
+    print("\n" + text + "\n\n" + "\n".join(args.notes))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        "# Runtimes, raw and through the pyfunc\n\n"
+        + text
+        + "\n\n## Run notes\n\n"
+        + "\n".join(f"- {n}" for n in args.notes)
+        + "\n"
+    )
+    print(f"written to {args.out}")
+    if not args.no_readme:
+        done = splice_readme(ROOT / "README.md", text)
+        print("README.md table updated" if done else f"README.md has no {BEGIN} marker")
+
+
+if __name__ == "__main__":
+    main()
