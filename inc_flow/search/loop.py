@@ -115,8 +115,9 @@ class _Tuning:
                 f"`space` (approach={self.space.approach!r}, backends={self.space.backends}) "
                 f"must match `settings` (approach={s.approach!r}, backends={s.backends})"
             )
-        if s.strategy == Strategy.BASIC and self.checked:  # per-op observer changes
-            self.space = replace(self.space, op_observers=True)
+        if s.strategy == Strategy.BASIC and self.checked:  # per-op observers, fp32 output
+            fp32_out = bool(getattr(engine, "supports_fp32_output", False))
+            self.space = replace(self.space, op_observers=True, fp32_outputs=fp32_out)
         self.tracker = tracker if tracker is not None else LoggingTracker()
         self.rivals = rivals
         self.multi = s.multi_objective
