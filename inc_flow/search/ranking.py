@@ -118,6 +118,7 @@ class Ranker:
         self.cost = 0
         self.indices: tuple[int, ...] = ()
         self.scores: dict[Plan, float] = {}
+        self.candidates: list[Change] = []
 
     def _probe(self, plan: Plan, indices: tuple[int, ...] | None) -> Probe:
         probe = self.t.evaluator.probe(self.t.model_of(plan), self.t.engine.fp32_model, indices)
@@ -163,6 +164,7 @@ class Ranker:
                 apply = _set_op(space, name, field_, value)
                 own = Change("op_observer", f"{name} {value}", apply, change.order)
                 scored += self._scored(default, [own])
+        self.candidates = [change for _, change in scored]  # all, for ``rerank``
         return sorted((c for c in scored if c[0] > base), key=_key)
 
     def _scored(self, default: Plan, changes: list[Change]) -> list[tuple[float, Change]]:
@@ -179,10 +181,13 @@ class Ranker:
     def confirm(
         self, default: Plan, record: TrialRecord, ranked: list[tuple[float, Change]]
     ) -> Iterator[Seed]:
-        """Accumulate ``ranked`` in order; yield each plan the probe says improves."""
+        """Accumulate ``ranked`` in order; yield each plan the probe says improves. After a
+        plan the full evaluation confirms, the rest is ranked again on its samples."""
         hib = self.t.settings.higher_is_better
         plan, current, score = default, record, self.scores[default]
-        for _, change in ranked:
+        todo = [change for _, change in ranked]
+        while todo:
+            change = todo.pop(0)
             try:
                 candidate = change.apply(plan)
                 new = self.score(candidate)
@@ -196,7 +201,28 @@ class Ranker:
             yield phase, candidate, self.spent()
             result = self.t.history.evaluated.get(candidate)
             if result is not None and _better(result, current, hib):
-                plan, current, score = candidate, result, new
+                plan, current = candidate, result
+                score, todo = self.rerank(plan, self.candidates)
+
+    def rerank(self, plan: Plan, changes: list[Change]) -> tuple[float, list[Change]]:
+        """``plan``'s score on the samples where it disagrees with fp32 (and fp32's closest
+        calls), and the ``changes`` that beat it there, best first (one probe of ``plan``
+        over every sample: its evaluation's recorded outputs where there are some)."""
+        full = self._probe(plan, None)
+        self.indices = select(full)
+        self.scores = {plan: restrict(full, self.indices).score()}
+        base = self.scores[plan]
+        done = self.t.history.evaluated
+        fresh = [c for c in changes if _applies(c, plan) not in done]
+        ranked = sorted((x for x in self._scored(plan, fresh) if x[0] > base), key=_key)
+        return base, [change for _, change in ranked]
+
+
+def _applies(change: Change, plan: Plan) -> Plan | None:
+    try:
+        return change.apply(plan)
+    except Exception:  # noqa: BLE001 -- _scored warns about it
+        return None
 
 
 def _key(item: tuple[float, Change]) -> tuple[float, int, int]:
