@@ -41,6 +41,7 @@ from inc_flow.vocab import Approach, Strategy, TrialState
 
 Seed = tuple[str, Plan, int]  # (phase, plan, samples its ranking ran)
 PER_OP_TOP = 2  # ops whose own observer changes are ranked: those whose fallback scored best
+RERANK_MAX = 16  # after a confirmed step, the candidates scored again (best first): a bound
 TIES_OFTEN = 0.01  # all-int8 ties at the top on more than this share: rank the last op so
 KIND_ORDER = {"op_observer": 0, "observer": 1, "output": 2, "last_op": 3, "fallback": 4}
 OUTPUT_KINDS = ("output", "last_op")  # a trial adding one of these has the phase FP32_OUTPUT
@@ -164,8 +165,9 @@ class Ranker:
                 apply = _set_op(space, name, field_, value)
                 own = Change("op_observer", f"{name} {value}", apply, change.order)
                 scored += self._scored(default, [own])
-        self.candidates = [change for _, change in scored]  # all, for ``rerank``
-        return sorted((c for c in scored if c[0] > base), key=_key)
+        ranked = sorted((c for c in scored if c[0] > base), key=_key)
+        self.candidates = [change for _, change in ranked]  # what ``rerank`` scores again
+        return ranked
 
     def _scored(self, default: Plan, changes: list[Change]) -> list[tuple[float, Change]]:
         out = []
@@ -206,14 +208,15 @@ class Ranker:
 
     def rerank(self, plan: Plan, changes: list[Change]) -> tuple[float, list[Change]]:
         """``plan``'s score on the samples where it disagrees with fp32 (and fp32's closest
-        calls), and the ``changes`` that beat it there, best first (one probe of ``plan``
-        over every sample: its evaluation's recorded outputs where there are some)."""
+        calls), and the ``changes`` that beat it there, best first: the first ``RERANK_MAX``
+        of those not yet evaluated (one probe of ``plan`` over every sample, its evaluation's
+        recorded outputs where there are some, then one probe of each on the new samples)."""
         full = self._probe(plan, None)
         self.indices = select(full)
         self.scores = {plan: restrict(full, self.indices).score()}
         base = self.scores[plan]
         done = self.t.history.evaluated
-        fresh = [c for c in changes if _applies(c, plan) not in done]
+        fresh = [c for c in changes if _applies(c, plan) not in {plan, *done}][:RERANK_MAX]
         ranked = sorted((x for x in self._scored(plan, fresh) if x[0] > base), key=_key)
         return base, [change for _, change in ranked]
 
