@@ -13,6 +13,10 @@ plan and its speed-up over fp32 (median, min-max over rounds). Run from the repo
 
     python benchmarks/bench_search.py [--cases lenet,lenet-func,resnet18,resnet18-func]
 
+More cases: ``mobilenetv2`` (per-tensor weights, 0.25 % on the config's 2048 images; needs
+the cached checkpoint) and ``minilm`` (dynamic int8, cosine agreement 0.99; needs the
+``[minilm]`` extra).
+
 Everything runs with ``--threads`` intra-op threads (default 1): the machine is shared.
 The table goes to ``--out`` (default ``benchmarks/search.md``).
 """
@@ -48,6 +52,18 @@ from inc_flow.search.speed import FP32, TRIAL, Candidate, Spread  # noqa: E402
 from inc_flow.vocab import TrialState  # noqa: E402
 
 
+def _load_mobilenetv2() -> Any:
+    from examples.mobilenetv2.model import load_mobilenetv2
+
+    return load_mobilenetv2()
+
+
+def _load_minilm() -> Any:
+    from examples.minilm.model import load_minilm
+
+    return load_minilm()
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -69,11 +85,22 @@ CASES = {
     "resnet18-func": Case(
         "resnet18-func", "conf/resnet18_static.yaml", _load_resnet18, {"relative": 0.001}, True
     ),
+    "mobilenetv2": Case(
+        "mobilenetv2",
+        "conf/mobilenetv2_static.yaml",
+        _load_mobilenetv2,
+        {"relative": 0.0025},
+        False,
+        full_eval=False,  # the config's 8 batches (2048 images), as the issue measured
+    ),
+    "minilm": Case("minilm", "conf/minilm_dynamic.yaml", _load_minilm, {"relative": 0.01}, False),
 }
 STRATEGIES = ("basic", "inc")
 
 
-def config(case: Case, strategy: str, workspace: Path, args: argparse.Namespace) -> Config:
+def config(
+    case: Case, strategy: str, workspace: Path, args: argparse.Namespace, timeout: float = 0
+) -> Config:
     raw = yaml.safe_load((ROOT / case.conf).read_text())
     acc = raw["evaluation"]["accuracy"]
     if case.full_eval:
@@ -83,9 +110,9 @@ def config(case: Case, strategy: str, workspace: Path, args: argparse.Namespace)
     raw["tuning"].update(
         strategy={"name": strategy},
         accuracy_criterion=dict(case.criterion),
-        exit_policy={"timeout": 0, "max_trials": args.max_trials},
+        exit_policy={"timeout": timeout, "max_trials": args.max_trials},
         workspace={"path": str(workspace)},
-        study_name=f"{case.name}-{strategy}",
+        study_name=f"{case.name}-{strategy}-{timeout:g}",
     )
     return Config.from_dict(raw)
 
@@ -127,24 +154,31 @@ class Run:
         return "none passed"
 
 
-def run_one(case: Case, strategy: str, args: argparse.Namespace, workdir: Path) -> Run:
-    cfg = config(case, strategy, workdir / f"{case.name}-{strategy}", args)
+def run_one(
+    case: Case,
+    strategy: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    timeout: float = 0,
+    label: str | None = None,
+) -> Run:
+    cfg = config(case, strategy, workdir / f"{case.name}-{strategy}-{timeout:g}", args, timeout)
     model = case.load()
     func = top1_func(cfg) if case.eval_func else None
     start = time.perf_counter()
     with quiet():
         outcome = quantize(cfg, model=model, eval_func=func)
-    run = Run(case.name, strategy, outcome.result, time.perf_counter() - start)
+    run = Run(case.name, label or strategy, outcome.result, time.perf_counter() - start)
     print(describe(run), flush=True)
     return run
 
 
-def time_side(case: Case, runs: list[Run], args: argparse.Namespace) -> None:
-    """fp32 and every answer, side by side."""
-    raw = yaml.safe_load((ROOT / case.conf).read_text())
-    shape = raw["evaluation"]["performance"]["dataloader"]["dataset"]["dummy"]["shape"]
-    batch = int(shape[0])
-    example = torch.randn(*shape)
+def time_side(case: Case, runs: list[Run], args: argparse.Namespace) -> dict:
+    """fp32 and every answer, side by side; the samples (name -> batch -> ms per round)."""
+    perf = Config.from_dict(yaml.safe_load((ROOT / case.conf).read_text()))
+    loader = perf.evaluation.performance.dataloader
+    batch = int(loader.batch_size)
+    example, _ = split_batch(next(iter(build_dataloader(loader))))
     timed = [r for r in runs if r.result.best_model is not None]
     candidates = [Candidate("fp32", case.load(), FP32, None)] + [
         Candidate(r.strategy, r.result.best_model, TRIAL, r.result.best.plan.backend)
@@ -160,6 +194,7 @@ def time_side(case: Case, runs: list[Run], args: argparse.Namespace) -> None:
         mine = samples[r.strategy]
         r.speedup = Spread.of([f / m for f, m in zip(fp32[batch], mine[batch], strict=True)])
         r.speedup_b1 = Spread.of([f / m for f, m in zip(fp32[1], mine[1], strict=True)])
+    return samples
 
 
 def describe(run: Run) -> str:

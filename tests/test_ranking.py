@@ -86,8 +86,13 @@ def test_each_trial_records_its_phase_and_ranking_cost(tmp_path: Path) -> None:
     assert selected == 50 + 64  # int8's 50 wrong samples, fp32's 64 closest calls
     # all-int8's outputs were recorded by its evaluation: only candidates cost samples: six
     # fallbacks, kl and per_tensor for all ops, kl and per_tensor on each of the two ops whose
-    # fallback scored best; then fc1 in fp32 plus conv2 in fp32
-    assert costs == [0, (6 + 2 + 2 * 2) * selected, selected]
+    # fallback scored best. fc1 in fp32 is confirmed better, so the candidates that beat
+    # all-int8 (fc1 and conv2 in fp32) are ranked again on its samples (conv2's 20 wrong ones,
+    # fp32's 64 closest calls; its outputs were recorded by its evaluation): conv2 in fp32
+    (_, again), (plan, reselected) = evaluator.probes[13:15]
+    assert again == evaluator.total and reselected == 20 + 64
+    assert plan == result.records[2].plan and len(evaluator.probes) == 15
+    assert costs == [0, (6 + 2 + 2 * 2) * selected, reselected]
     trials = optuna.load_study(study_name="r", storage=storage).trials
     assert [t.user_attrs.get("inc_flow.rank_samples", 0) for t in trials] == costs
     assert [t.user_attrs["inc_flow.phase"] for t in trials] == [r.phase for r in result.records]

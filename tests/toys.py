@@ -5,6 +5,8 @@ the engine, io, report and tracking tests; tests/test_flavor.py ships its source
 of its own. ``Untraceable`` wraps it in data-dependent control flow, ``NoOps`` has nothing to
 quantize.
 
+``LogSoftmaxNet`` ends in ``log_softmax`` (an op after the last quantizable one).
+
 ``SleepyNet`` is TinyNet with a call that sleeps ``INC_FLOW_TEST_SLEEP_S`` seconds per forward
 pass of a batch of ``SLEEP_BATCH`` samples, for subprocess tests (``model.factory:
 tests.toys:SleepyNet``). The call is an FX leaf (``torch.fx.wrap``), so it stays in every
@@ -51,6 +53,14 @@ class TinyNet(nn.Module):
         x = F.adaptive_avg_pool2d(x, 4)
         x = F.relu(self.fc1(torch.flatten(x, 1)))
         return self.fc2(x)
+
+
+class LogSoftmaxNet(TinyNet):
+    """TinyNet ending in ``log_softmax``, as LeNet does: a tail after its last quantizable op
+    (``Plan.fp32_output``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.log_softmax(super().forward(x), dim=1)
 
 
 class Untraceable(nn.Module):

@@ -65,7 +65,7 @@ def read_configure(path: str | os.PathLike) -> dict[str, Any]:
         raise SaveLoadError(
             f"`format_version` in {str(path)!r} must be {FORMAT_VERSION}, got {version!r}"
         )
-    for key in ("approach", "framework", "backend"):
+    for key in ("approach", "framework", "backend", "output"):
         if key in data and not isinstance(data[key], str):
             raise _bad(path, key, f"must be a string, got {data[key]!r}")
     _check_ops(path, data["op"])
@@ -133,6 +133,7 @@ def plan_from_configure(data: dict[str, Any], path: str | os.PathLike = CONFIGUR
                 "backend": data["backend"],
                 "framework": data["framework"],
                 "ops": data["op"],
+                **({"output": data["output"]} if "output" in data else {}),
             }
         )
     except KeyError as e:

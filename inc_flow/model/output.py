@@ -115,7 +115,7 @@ class QuantizedModel:
     def configure(self) -> dict[str, Any]:
         """The content of ``best_configure.yaml``."""
         plan = self.plan.to_dict()
-        return {
+        out = {
             "format_version": FORMAT_VERSION,
             "approach": plan["approach"],
             "framework": plan["framework"],
@@ -126,6 +126,9 @@ class QuantizedModel:
             "op": plan["ops"],
             "info": _plain(self.info),
         }
+        if "output" in plan:  # the plan's fp32 output (absent: int8)
+            out["output"] = plan["output"]
+        return out
 
     def save(self, output_dir: str | os.PathLike) -> Path:
         """Write ``best_configure.yaml`` and ``best_model_weights.pt`` into ``output_dir``,

@@ -97,7 +97,10 @@ def content_digest(directory: str | os.PathLike) -> str:
     data = read_configure(directory)
     if not weights.is_file():
         raise SaveLoadError(f"no {WEIGHTS_FILE} in {str(directory)!r}")
-    digest = hashlib.sha256(canonical({k: data.get(k) for k in DIGEST_KEYS}).encode())
+    plan = {k: data.get(k) for k in DIGEST_KEYS}
+    if "output" in data:  # only when written: digests of older files stay the same
+        plan["output"] = data["output"]
+    digest = hashlib.sha256(canonical(plan).encode())
     digest.update(b"\0")
     with weights.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

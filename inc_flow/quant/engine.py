@@ -22,7 +22,7 @@ from inc_flow.errors import DataError, QuantizationError
 from inc_flow.quant import stats
 from inc_flow.quant.ao import quiet
 from inc_flow.quant.evaluate import batch_size_of
-from inc_flow.quant.graph import calibrate, convert, list_ops, prepare
+from inc_flow.quant.graph import calibrate, convert, list_ops, prepare, trace_targets
 from inc_flow.search.plan import Plan
 from inc_flow.vocab import Approach, Framework
 
@@ -70,6 +70,7 @@ class FxEngine:
         self._cache: OrderedDict[tuple, nn.Module] = OrderedDict()
         self._cache_size = cache_size
         self._ops: list[tuple[str, str]] | None = None
+        self._whole: bool | None = None
 
     # --- ops ---------------------------------------------------------------------------
     def ops(self) -> list[tuple[str, str]]:
@@ -77,6 +78,15 @@ class FxEngine:
         if self._ops is None:
             self._ops = list_ops(self.fp32_model, self.approach, self.framework)
         return list(self._ops)
+
+    @property
+    def supports_fp32_output(self) -> bool:
+        """Whether plans may keep the output fp32 (``Plan.fp32_output``): static or QAT FX
+        on a model FX traces as a whole."""
+        if self._whole is None:
+            fx = self.framework != Framework.EAGER and self.approach != Approach.DYNAMIC
+            self._whole = fx and trace_targets(self.fp32_model) == [""]
+        return self._whole
 
     # --- build ---------------------------------------------------------------------------
     def prepared(self, plan: Plan) -> nn.Module:

@@ -30,6 +30,7 @@ from inc_flow.quant.ao import (
 )
 from inc_flow.quant.eager import replace_module
 from inc_flow.quant.mapping import plan_to_mapping, quantizable_types
+from inc_flow.quant.output import keep_fp32, supported
 from inc_flow.search.plan import Plan
 from inc_flow.vocab import Approach, Framework
 
@@ -165,14 +166,23 @@ def _drop_dropout(model: nn.Module) -> None:
 
 
 def convert(prepared: nn.Module, plan: Plan) -> nn.Module:
-    """Convert a copy of a prepared (calibrated) model to int8 under ``plan``'s fallbacks."""
+    """Convert a copy of a prepared (calibrated) model to int8 under ``plan``'s fallbacks
+    (and its fp32 output, :mod:`inc_flow.quant.output`)."""
+    if plan.fp32_output and (plan.framework == Framework.EAGER or not supported(prepared)):
+        raise QuantizationError(
+            "plan output fp32 needs a model that FX traces as a whole (framework "
+            f"pytorch_fx), got framework {plan.framework!r} on {type(prepared).__name__}"
+        )
     set_backend(plan.backend)
     model = copy.deepcopy(prepared)
     with quiet():
         if plan.framework == Framework.EAGER:
             return eager.convert(model, plan)
         if isinstance(model, torch.fx.GraphModule):
-            out = convert_fx(model, qconfig_mapping=plan_to_mapping(plan))
+            mapping = plan_to_mapping(plan)
+            if plan.fp32_output:
+                mapping = keep_fp32(mapping, model, plan.approach)
+            out = convert_fx(model, qconfig_mapping=mapping)
         else:
             for name, sub in list(model.named_modules()):
                 if isinstance(sub, torch.fx.GraphModule) and _is_prepared(sub):

@@ -115,8 +115,9 @@ class _Tuning:
                 f"`space` (approach={self.space.approach!r}, backends={self.space.backends}) "
                 f"must match `settings` (approach={s.approach!r}, backends={s.backends})"
             )
-        if s.strategy == Strategy.BASIC and self.checked:  # per-op observer changes
-            self.space = replace(self.space, op_observers=True)
+        if s.strategy == Strategy.BASIC and self.checked:  # per-op observers, fp32 output
+            fp32_out = bool(getattr(engine, "supports_fp32_output", False))
+            self.space = replace(self.space, op_observers=True, fp32_outputs=fp32_out)
         self.tracker = tracker if tracker is not None else LoggingTracker()
         self.rivals = rivals
         self.multi = s.multi_objective
@@ -127,10 +128,10 @@ class _Tuning:
         self.best_number: int | None = None
         self.stop_reason = ""
         self.heartbeat = st.heartbeat_enabled(self.storage_name)
-        self.kept: tuple[Plan, Any] | None = None  # all-int8's model, for the ranking
+        self.kept: tuple[Plan, Any] | None = None  # the last evaluated model, for the ranking
 
     def model_of(self, plan: Plan) -> Any:
-        """The model of ``plan``: all-int8's as evaluated, else a new build."""
+        """The model of ``plan``: the last evaluated one if it is that, else a new build."""
         if self.kept is not None and self.kept[0] == plan:
             return self.kept[1]
         return self.engine.build(plan)
@@ -248,8 +249,7 @@ class _Tuning:
                 outcome = self.evaluator.evaluate(model, threshold)
                 if bad := degenerate(outcome.value):
                     raise MetricError(f"the metric returned {bad}")
-            if plan == self.space.default_plan():
-                self.kept = (plan, model)
+            self.kept = (plan, model)  # its recorded outputs serve the ranking's probes
             perf = {} if self._verdict_settled(outcome) else measure(self.benchmark, model)
             latency = perf.get("latency_ms")
             op_stats = op_statistics(self.engine, model)

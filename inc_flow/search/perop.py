@@ -116,7 +116,8 @@ def shared_values(
 
 def space_plans(space: Any) -> int:
     """``SearchSpace.n_plans``: :func:`count_plans` of the space's globals, followers and ops;
-    with ``op_observers`` an int8 op's own values multiply its int8 choices."""
+    with ``op_observers`` an int8 op's own values multiply its int8 choices; with
+    ``fp32_outputs`` every plan holding an int8 op counts twice."""
     names = [n for n, _ in space.ops]
     sizes = {"backend": len(space.backends)}
     followers = {"backend": frozenset(names)}
@@ -130,4 +131,8 @@ def space_plans(space: Any) -> int:
         n_own = math.prod(len(v) for k, v in own.items() if k.endswith(PARAM_SEP + n))
         n_own *= 1 + len(variants) - len({f for f, _ in variants})
         ops.append((n, "fp32" in dtypes, "int8" in dtypes, n_own))
-    return count_plans(sizes, followers, ops)
+    count = count_plans(sizes, followers, ops)
+    if space.fp32_outputs:  # each plan with an int8 op twice: int8 or fp32 output
+        all_fp32 = int(all(fp32 for _, fp32, _, _ in ops))
+        count = all_fp32 + 2 * (count - all_fp32)
+    return count

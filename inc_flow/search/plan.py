@@ -22,6 +22,7 @@ DTYPES = ("int8", "fp32")
 ACT_ALGORITHMS = ("minmax", "kl")
 SCHEMES = ("asym", "sym")
 GRANULARITIES = ("per_channel", "per_tensor")
+OUTPUTS = ("int8", "fp32")  # a plan's ``output``: what ``Plan.fp32_output`` reads from yaml
 
 
 def _check(name: str, value: Any, allowed: tuple) -> None:
@@ -137,12 +138,18 @@ class OpPlan:
 
 @dataclass(frozen=True)
 class Plan:
-    """A whole-model plan: approach, backend, framework and one OpPlan per quantizable op."""
+    """A whole-model plan: approach, backend, framework and one OpPlan per quantizable op.
+
+    ``fp32_output``: the ops after the last quantizable ops (those between them and the
+    model's output, e.g. a final ``log_softmax``) stay fp32, not requantized; with the last
+    op(s) in fp32 too, the outputs are off the int8 grid (no ties at the top). Stored as
+    ``output: fp32``; it changes the convert step only, not calibration."""
 
     ops: tuple[OpPlan, ...]
     approach: str = Approach.STATIC.value
     backend: str = Backend.X86.value
     framework: str = Framework.FX.value
+    fp32_output: bool = False
 
     def __post_init__(self) -> None:
         for name in ("approach", "backend", "framework"):  # vocab members -> plain strings
@@ -152,6 +159,8 @@ class Plan:
         _check("approach", self.approach, APPROACHES)
         _check("backend", self.backend, BACKENDS)
         _check("framework", self.framework, FRAMEWORKS)
+        if not isinstance(self.fp32_output, bool):
+            raise PlanError(f"`fp32_output` must be a bool, got fp32_output={self.fp32_output!r}")
         names = [op.name for op in self.ops]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
@@ -202,6 +211,8 @@ class Plan:
             text += f" fp32=[{shown}]"
         if algos:
             text += f" act={'/'.join(algos)} w={'/'.join(grans)}"
+        if self.fp32_output:
+            text += " out=fp32"
         return text
 
     # --- serialisation -----------------------------------------------------------------
@@ -219,13 +230,16 @@ class Plan:
                 for tensor in ("weight", "activation"):
                     entry[tensor] = {**full[tensor], "dtype": "fp32"}
             ops.append(entry)
-        return {
+        out = {
             "format_version": PLAN_FORMAT_VERSION,
             "approach": self.approach,
             "backend": self.backend,
             "framework": self.framework,
             "ops": ops,
         }
+        if self.fp32_output:  # absent: int8 (files written before it existed read the same)
+            out["output"] = "fp32"
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
@@ -248,11 +262,14 @@ class Plan:
                 op if op.quantized or _has_settings(r) else replace(op, **ref.settings())
                 for op, r in zip(ops, raw, strict=True)
             )
+        output = data.get("output", OUTPUTS[0])
+        _check("output", output, OUTPUTS)
         return cls(
             ops=ops,
             approach=data.get("approach", Approach.STATIC.value),
             backend=data.get("backend", Backend.X86.value),
             framework=data.get("framework", Framework.FX.value),
+            fp32_output=output == "fp32",
         )
 
 

@@ -12,11 +12,14 @@ and keeps the samples where they disagree (or int8's top score ties) plus fp32's
 change is scored there by how many of those samples it brings back to fp32's prediction (or,
 for outputs that are not class scores, how much output error it removes): each single op in
 fp32, each global observer change, and each observer change of its own on the ops whose
-fallback scored best (int8 speed kept; ``SearchSpace.op_observers``). The last op in fp32 is
-ranked as ``last_op`` when all-int8's top scores tie often. Changes are then accumulated in
-rank order, a change kept only when the probe says it helps; each accumulated plan is
-confirmed by a full evaluation with the user's metric, so the verdict stays exact, and a
-change the full evaluation does not confirm is dropped again. Once the candidates are spent,
+fallback scored best (int8 speed kept; ``SearchSpace.op_observers``). When all-int8's top
+scores tie often and the engine can keep a plan's output fp32 (``SearchSpace.fp32_outputs``),
+two more: the ops after the last quantizable one kept fp32 (``output``), and the last op in
+fp32 with its output not requantized (``last_op``): outputs off the int8 grid (such a trial's
+phase is ``fp32_output``). Changes are then accumulated in rank order, a change kept only
+when the probe says it helps; each accumulated plan is confirmed by a full evaluation with
+the user's metric, so the verdict stays exact, and a change the full evaluation does not
+confirm is dropped again. Once the candidates are spent,
 INC's order follows. With an ``eval_func`` the probe runs on calibration data, fp32's
 predictions as labels; the ``eval_func`` only confirms.
 
@@ -39,8 +42,11 @@ from inc_flow.vocab import Approach, Strategy, TrialState
 
 Seed = tuple[str, Plan, int]  # (phase, plan, samples its ranking ran)
 PER_OP_TOP = 2  # ops whose own observer changes are ranked: those whose fallback scored best
+RERANK_MAX = 16  # after a confirmed step, the candidates scored again (best first): a bound
 TIES_OFTEN = 0.01  # all-int8 ties at the top on more than this share: rank the last op so
-KIND_ORDER = {"op_observer": 0, "observer": 1, "last_op": 2, "fallback": 3}  # on equal scores
+KIND_ORDER = {"op_observer": 0, "observer": 1, "output": 2, "last_op": 3, "fallback": 4}
+OUTPUT_KINDS = ("output", "last_op")  # a trial adding one of these has the phase FP32_OUTPUT
+FP32_OUTPUT = "fp32_output"
 
 
 @dataclass(frozen=True)
@@ -116,6 +122,7 @@ class Ranker:
         self.cost = 0
         self.indices: tuple[int, ...] = ()
         self.scores: dict[Plan, float] = {}
+        self.candidates: list[Change] = []
 
     def _probe(self, plan: Plan, indices: tuple[int, ...] | None) -> Probe:
         probe = self.t.evaluator.probe(self.t.model_of(plan), self.t.engine.fp32_model, indices)
@@ -141,25 +148,29 @@ class Ranker:
         ties = full.tie_rate() > TIES_OFTEN
         changes = [
             Change(
-                "last_op" if ties and i == len(tunable) - 1 else "fallback",
+                "fallback",
                 f"{name} fp32",
                 lambda p, n=name: space.canonical(p.with_fallback({n})),
                 i,
             )
             for i, name in enumerate(tunable)
         ]
+        if ties and space.fp32_outputs:
+            changes += _output_changes(space, tunable)
         scored = self._scored(default, changes)
         for field_, value in _global_alternatives(space, default):
             change = Change("observer", f"{field_}={value}", _set_global(space, field_, value), -1)
             scored += self._scored(default, [change])
-        fallbacks = sorted((c for c in scored if c[1].kind != "observer"), key=_key)
+        fallbacks = sorted((c for c in scored if c[1].kind == "fallback"), key=_key)
         for _, change in fallbacks[:PER_OP_TOP]:
             name = tunable[change.order]
             for field_, value in space.op_variants(default.op(name)):
                 apply = _set_op(space, name, field_, value)
                 own = Change("op_observer", f"{name} {value}", apply, change.order)
                 scored += self._scored(default, [own])
-        return sorted((c for c in scored if c[0] > base), key=_key)
+        ranked = sorted((c for c in scored if c[0] > base), key=_key)
+        self.candidates = [change for _, change in ranked]  # what ``rerank`` scores again
+        return ranked
 
     def _scored(self, default: Plan, changes: list[Change]) -> list[tuple[float, Change]]:
         out = []
@@ -175,10 +186,13 @@ class Ranker:
     def confirm(
         self, default: Plan, record: TrialRecord, ranked: list[tuple[float, Change]]
     ) -> Iterator[Seed]:
-        """Accumulate ``ranked`` in order; yield each plan the probe says improves."""
+        """Accumulate ``ranked`` in order; yield each plan the probe says improves. After a
+        plan the full evaluation confirms, the rest is ranked again on its samples."""
         hib = self.t.settings.higher_is_better
         plan, current, score = default, record, self.scores[default]
-        for _, change in ranked:
+        todo = [change for _, change in ranked]
+        while todo:
+            change = todo.pop(0)
             try:
                 candidate = change.apply(plan)
                 new = self.score(candidate)
@@ -188,10 +202,33 @@ class Ranker:
             if candidate == plan or not candidate.int8_ops or new <= score:
                 continue
             phase = "ranked" if plan == default else "accumulated"
+            phase = FP32_OUTPUT if change.kind in OUTPUT_KINDS else phase
             yield phase, candidate, self.spent()
             result = self.t.history.evaluated.get(candidate)
             if result is not None and _better(result, current, hib):
-                plan, current, score = candidate, result, new
+                plan, current = candidate, result
+                score, todo = self.rerank(plan, self.candidates)
+
+    def rerank(self, plan: Plan, changes: list[Change]) -> tuple[float, list[Change]]:
+        """``plan``'s score on the samples where it disagrees with fp32 (and fp32's closest
+        calls), and the ``changes`` that beat it there, best first: the first ``RERANK_MAX``
+        of those not yet evaluated (one probe of ``plan`` over every sample, its evaluation's
+        recorded outputs where there are some, then one probe of each on the new samples)."""
+        full = self._probe(plan, None)
+        self.indices = select(full)
+        self.scores = {plan: restrict(full, self.indices).score()}
+        base = self.scores[plan]
+        done = self.t.history.evaluated
+        fresh = [c for c in changes if _applies(c, plan) not in {plan, *done}][:RERANK_MAX]
+        ranked = sorted((x for x in self._scored(plan, fresh) if x[0] > base), key=_key)
+        return base, [change for _, change in ranked]
+
+
+def _applies(change: Change, plan: Plan) -> Plan | None:
+    try:
+        return change.apply(plan)
+    except Exception:  # noqa: BLE001 -- _scored warns about it
+        return None
 
 
 def _key(item: tuple[float, Change]) -> tuple[float, int, int]:
@@ -233,6 +270,20 @@ def _set_global(space: Any, field_: str, value: str) -> Callable[[Plan], Plan]:
         return space.canonical(replace(plan, ops=ops))
 
     return apply
+
+
+def _output_changes(space: Any, tunable: list[str]) -> list[Change]:
+    """The output kept fp32; and the last tunable op in fp32 with it (see the module doc)."""
+
+    def output(plan: Plan) -> Plan:
+        return space.canonical(replace(plan, fp32_output=True))
+
+    out = [Change("output", "output fp32", output, len(tunable))]
+    if tunable:
+        last = tunable[-1]
+        apply = lambda p: output(p.with_fallback({last}))  # noqa: E731
+        out.append(Change("last_op", f"{last} fp32, output fp32", apply, len(tunable) - 1))
+    return out
 
 
 def _set_op(space: Any, name: str, field_: str, value: str) -> Callable[[Plan], Plan]:

@@ -14,6 +14,8 @@ Parameters (each only when it has more than one choice):
 * ``<setting>:<name>`` (``act_algorithm:conv1``) -- an op's own choice, when its config
   (INC's ``op_wise``/``optype_wise``) allows several values other than the global ones. A
   single allowed value pins the op's setting (no parameter). ``allowed(op)`` lists them all.
+* ``output`` -- with ``fp32_outputs``: ``int8`` or ``fp32``, ``Plan.fp32_output`` (the ops
+  after the last quantizable ones stay fp32; a plan with no int8 op has an int8 output).
 
 Plans are canonical: an op taking a global setting holds the plan's value of it (that of its
 first int8 op taking it; with ``op_observers`` the values most int8 ops share), fp32 ops hold
@@ -26,8 +28,7 @@ the tuner never evaluates one twice.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -43,12 +44,12 @@ from inc_flow.search.perop import (
     space_plans,
 )
 from inc_flow.search.perop import choices as _choices
-from inc_flow.search.plan import APPROACHES, BACKENDS, DTYPES, FRAMEWORKS, OpPlan, Plan
+from inc_flow.search.plan import APPROACHES, BACKENDS, DTYPES, FRAMEWORKS, OUTPUTS, OpPlan, Plan
+from inc_flow.search.seeds import IncOrder
 from inc_flow.vocab import Approach, Backend, Framework
 
 DYNAMIC = Approach.DYNAMIC
 OP_PREFIX = "op:"
-SEED_PHASES = ("default", "observer", "op_type", "single_op", "accumulated")
 GLOBAL_ATTRS = {
     "act_algorithm": "act_algorithms",
     "act_scheme": "act_schemes",
@@ -66,7 +67,7 @@ class TrialLike(Protocol):
 
 
 @dataclass(frozen=True)
-class SearchSpace:
+class SearchSpace(IncOrder):
     """Per-op dtype choices, global observer/backend choices, and per-op observer constraints.
 
     Args:
@@ -86,6 +87,7 @@ class SearchSpace:
             Settings are the keys of :data:`inc_flow.search.perop.SETTINGS`.
         op_observers: an int8 op may hold its own value of one observer field it follows
             (``op_variants``); the config's constraints stay hard limits.
+        fp32_outputs: plans may keep the output fp32 (parameter ``output``).
     """
 
     ops: tuple[tuple[str, str], ...]
@@ -99,6 +101,7 @@ class SearchSpace:
     weight_schemes: tuple[str, ...] = ("sym",)
     op_settings: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
     op_observers: bool = False
+    fp32_outputs: bool = False
 
     def __post_init__(self) -> None:
         ops = tuple((str(n), str(t)) for n, t in self.ops)
@@ -171,6 +174,8 @@ class SearchSpace:
             values = self._global(setting)
             if len(values) > 1 and any(self.follows_global(n, setting) for n, _ in self.ops):
                 result[setting] = values
+        if self.fp32_outputs:
+            result["output"] = OUTPUTS
         for name, _ in self.ops:
             own = tuple(INT8_OWN + v for _, v in self.op_variants(name))
             if len(self.allowed_dtypes[name] + own) > 1:
@@ -243,6 +248,7 @@ class SearchSpace:
             approach=self.approach,
             backend=pick("backend", self.backends),
             framework=self.framework,
+            fp32_output=pick("output", choices.get("output", OUTPUTS[:1])) == "fp32",
         )
         return self.canonical(plan)
 
@@ -295,6 +301,8 @@ class SearchSpace:
         for name in self.choices():
             if name.startswith(OP_PREFIX):
                 params[name] = self._op_value(plan.op(name[len(OP_PREFIX) :]), values)
+            elif name == "output":
+                params[name] = "fp32" if plan.fp32_output else "int8"
             elif PARAM_SEP in name:
                 setting, op = name.split(PARAM_SEP, 1)
                 params[name] = getattr(plan.op(op), setting)
@@ -306,8 +314,10 @@ class SearchSpace:
         """The canonical form of ``plan`` (see the module docstring)."""
         if [(op.name, op.op_type) for op in plan.ops] != list(self.ops):
             raise PlanError("`plan` ops do not match the search space ops")
+        if plan.fp32_output and not self.fp32_outputs:
+            raise PlanError(f"plan {plan.summary()!r}: this search space has no fp32 output")
         if not any(op.quantized for op in plan.ops):
-            plan = replace(plan, backend=self.backends[0])
+            plan = replace(plan, backend=self.backends[0], fp32_output=False)
         globals_ = self._global_values(plan)
         ops = []
         for op in plan.ops:
@@ -328,73 +338,3 @@ class SearchSpace:
     def default_plan(self) -> Plan:
         """Every op int8 unless forced to fp32; first choice of every global setting."""
         return self.plan_from_params({})
-
-    def observer_variants(self) -> list[Plan]:
-        """The default plan with the other activation observer (``kl`` when allowed)."""
-        if "act_algorithm" not in self.choices():
-            return []
-        others = [a for a in self.act_algorithms[1:]]
-        alt = "kl" if "kl" in others else others[0]
-        return [
-            self.plan_from_params({**self.params_for(self.default_plan()), "act_algorithm": alt})
-        ]
-
-    def op_type_fallbacks(self) -> list[Plan]:
-        """Per op type (first-appearance order): the default plan with that type in fp32.
-
-        A type holding more than half of the tunable ops is skipped: such a plan is mostly
-        fp32 and rarely faster than fp32 itself, yet with ``timeout: 0`` its pass would end
-        the search (ResNet18: 20 Conv2d of 21 ops). Single-op fallbacks cover those ops."""
-        tunable = set(self.tunable_ops())
-        types = list(dict.fromkeys(t for n, t in self.ops if n in tunable))
-        plans = []
-        for op_type in types:
-            names = {n for n, t in self.ops if t == op_type and n in tunable}
-            if 2 * len(names) > len(tunable):
-                continue
-            plans.append(self._fallback(names))
-        return [p for p in plans if p.int8_ops]
-
-    def rank_by_sensitivity(self, scores: Mapping[str, float]) -> list[str]:
-        """Tunable ops, most sensitive first; ties and unscored ops keep graph order."""
-        order = {n: i for i, n in enumerate(self.tunable_ops())}
-
-        def key(name: str) -> tuple[float, int]:
-            score = scores.get(name)
-            if score is None or math.isnan(score):
-                return (math.inf, order[name])
-            return (-float(score), order[name])
-
-        return sorted(order, key=key)
-
-    def single_op_fallbacks(self, scores: Mapping[str, float]) -> list[Plan]:
-        """The default plan with one op in fp32, most sensitive op first."""
-        plans = [self._fallback({n}) for n in self.rank_by_sensitivity(scores)]
-        return [p for p in plans if p.int8_ops]
-
-    def accumulated_fallbacks(self, scores: Mapping[str, float]) -> list[Plan]:
-        """The default plan with the top-1, top-2, ... most sensitive ops in fp32."""
-        ranked = self.rank_by_sensitivity(scores)
-        plans = [self._fallback(set(ranked[:k])) for k in range(1, len(ranked) + 1)]
-        return [p for p in plans if p.int8_ops]
-
-    def seeds(
-        self, sensitivity: Callable[[], Mapping[str, float]], *, basic: bool = True
-    ) -> Iterator[tuple[str, Plan]]:
-        """Seed plans as (phase, plan), in order. ``sensitivity`` is called only when the
-        single-op phase is reached. ``basic=False`` yields the default plan only."""
-        yield "default", self.default_plan()
-        if not basic:
-            return
-        for plan in self.observer_variants():
-            yield "observer", plan
-        for plan in self.op_type_fallbacks():
-            yield "op_type", plan
-        scores = sensitivity()
-        for plan in self.single_op_fallbacks(scores):
-            yield "single_op", plan
-        for plan in self.accumulated_fallbacks(scores):
-            yield "accumulated", plan
-
-    def _fallback(self, names: set[str]) -> Plan:
-        return self.canonical(self.default_plan().with_fallback(names))
