@@ -38,10 +38,10 @@ from mlflow.models.model import ModelInfo
 
 from inc_flow.errors import IncFlowError, SaveLoadError
 from inc_flow.locks import this_process
+from inc_flow.model.configure import model_files
 from inc_flow.model.factory import build_model, import_factory
 from inc_flow.model.output import (
     CONFIGURE_FILE,
-    WEIGHTS_FILE,
     QuantizedModel,
     load,
     read_configure,
@@ -63,6 +63,7 @@ from inc_flow.model.signature import (
 )
 from inc_flow.quant.ao import quiet, set_backend
 from inc_flow.record.keys import MODEL_OWNER
+from inc_flow.vocab import Runtime
 
 LOADER_MODULE = __name__  # "inc_flow.model.pyfunc"
 PACKAGE_DIR = (
@@ -234,8 +235,12 @@ def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> 
     """
     limits = Limits.from_config(model_config)
     side = read_sidecar(data_path)
-    int8 = load(data_path, build_model(side["factory"]))
-    backend = read_configure(data_path)["backend"]
+    configure = read_configure(data_path)
+    backend = configure["backend"]
+    if configure.get("runtime", Runtime.TORCH_FX) != Runtime.TORCH_FX:
+        int8 = load(data_path)  # the saved IR: no factory, no fp32 model needed
+    else:
+        int8 = load(data_path, build_model(side["factory"]))
     if os.environ.get(SERVER_MODEL_PATH_ENV):
         guard_scoring_server(limits)
     return Int8PyfuncModel(int8, side["inputs"], side["threads"], backend, limits)
@@ -325,7 +330,7 @@ def log_model(
             in_memory.save(stage)
         else:
             stage.mkdir()
-            for file in (CONFIGURE_FILE, WEIGHTS_FILE):
+            for file in (CONFIGURE_FILE, *model_files(read_configure(q_model))):
                 if not (Path(q_model) / file).is_file():
                     raise SaveLoadError(f"no {file} in the output directory {str(q_model)!r}")
                 shutil.copy2(Path(q_model) / file, stage / file)

@@ -135,6 +135,7 @@ VERSION_DROP: Final = "drop"  # the relative drop
 VERSION_SPEEDUP: Final = "speedup"
 VERSION_LATENCY_MS: Final = "latency_ms"
 VERSION_BACKEND: Final = "backend"
+VERSION_RUNTIME: Final = "runtime"  # torch_fx or openvino (what runs the model)
 VERSION_APPROACH: Final = "approach"
 VERSION_STUDY: Final = "study"
 VERSION_RUN_ID: Final = "run_id"  # the study's parent run
