@@ -62,6 +62,7 @@ from inc_flow.model.signature import (
     supported_dtype,
 )
 from inc_flow.quant.ao import quiet, set_backend
+from inc_flow.quant.openvino import pip_pin as openvino_pin
 from inc_flow.record.keys import MODEL_OWNER
 from inc_flow.vocab import Runtime
 
@@ -323,6 +324,12 @@ def log_model(
     specs = input_specs(
         examples, input_names, in_memory.model if in_memory is not None else None, factory
     )
+    saved = Path(str(q_model)) / CONFIGURE_FILE
+    runtime = in_memory.plan.runtime if in_memory is not None else None
+    if in_memory is None and saved.is_file():
+        runtime = read_configure(saved).get("runtime")
+    if runtime == Runtime.OPENVINO:  # the loader needs it too (exact pin, unless given)
+        extra_pip = [openvino_pin(), *extra_pip]
     requirements = model_requirements(factory, extra_pip, infer_pip)
     with tempfile.TemporaryDirectory(prefix="inc_flow_log_") as tmp:
         stage = Path(tmp) / DATA_DIR

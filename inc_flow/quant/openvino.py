@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ def modules() -> tuple[Any, Any]:
     """``(openvino, nncf)``, or a QuantizationError naming the extra to install."""
     try:
         import nncf
-        import openvino
+        import openvino  # first: without it, importing nncf is seconds spent for nothing
     except ImportError as e:
         raise QuantizationError(
             f"runtime {Runtime.OPENVINO.value!r} needs OpenVINO and NNCF: {EXTRA} ({e})"
@@ -60,6 +61,13 @@ def _numpy(inputs: Any) -> list[np.ndarray]:
         kinds = [type(t).__name__ for t in items]
         raise DataError(f"the openvino runtime takes tensor inputs, got {kinds}")
     return [t.detach().cpu().numpy() for t in items]
+
+
+def pip_pin() -> str:
+    """``openvino==<installed version>``: what a logged OpenVINO model needs to load."""
+    import importlib.metadata
+
+    return f"openvino=={importlib.metadata.version('openvino')}"
 
 
 class OpenVinoModel(nn.Module):
@@ -205,7 +213,9 @@ class OpenVinoEngine:
         if self._fp32 is None:
             ov, _ = modules()
             example = self.example_inputs
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                # the converter traces with torch.jit, which torch marks deprecated
+                warnings.filterwarnings("ignore", "`torch.jit", FutureWarning)
                 self._fp32 = ov.convert_model(
                     self.fp32_model,
                     example_input=tuple(example) if isinstance(example, list) else example,
