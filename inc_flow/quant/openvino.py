@@ -18,6 +18,9 @@ write and read the IR (``model.xml`` + ``model.bin``: data, no pickle).
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import re
 import tempfile
 import time
@@ -252,14 +255,16 @@ class OpenVinoEngine:
         if not batches:
             raise DataError("the calibration dataloader yielded no batch")
         start = time.perf_counter()
-        nncf.set_log_level(40)  # errors only: no progress bars in the tuner's log
-        quantized = nncf.quantize(
-            base,
-            nncf.Dataset(batches),
-            subset_size=len(batches),
-            ignored_scope=ignored,
-            **params,
-        )
+        nncf.set_log_level(logging.ERROR)
+        # NNCF draws progress bars (rich) on stdout: kept out of the tuner's log
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            quantized = nncf.quantize(
+                base,
+                nncf.Dataset(batches),
+                subset_size=len(batches),
+                ignored_scope=ignored,
+                **params,
+            )
         self.calibration_passes += 1
         self.calibration_seconds += time.perf_counter() - start
         return OpenVinoModel(quantized, plan)
