@@ -213,3 +213,29 @@ def test_registered_openvino_champion_predicts_through_pyfunc(built, tmp_path, m
     assert f"openvino=={version_of('openvino')}" in (local / "requirements.txt").read_text(), (
         requirements
     )
+
+
+@pytest.mark.no_mlflow
+def test_search_tries_each_runtime_after_the_default_and_may_choose_openvino_fp32():
+    from tests import fakes
+
+    def in_round(model, batch):  # OpenVINO fp32 is the fastest of all here
+        if model.plan is not None and model.plan.runtime == "openvino":
+            return 1.0 if not model.plan.int8_ops else 3.0
+        return bench.latency(model)
+
+    bench = fakes.FakeBenchmark(in_round=in_round)
+    ops = tuple(fakes.OPS)
+    space = RuntimeSpace(ops=ops, runtimes=("torch_fx", "openvino"))
+    result, engine, tracker = fakes.run(
+        dict.fromkeys(dict(ops), 0.001), space=space, benchmark=bench, max_trials=3,
+        relative=0.5, finalists=3, timeout=600.0,
+    )  # fmt: skip
+    runs = [(r.phase, r.plan.runtime, len(r.plan.int8_ops)) for r in tracker.records]
+    assert runs == [
+        ("default", "torch_fx", 6),
+        ("runtime", "openvino", 6),
+        ("runtime", "openvino", 0),
+    ]
+    assert all(r.state == "passed" for r in tracker.records)  # OpenVINO fp32 is an answer
+    assert result.best.plan.runtime == "openvino" and not result.best.plan.int8_ops
