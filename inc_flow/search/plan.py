@@ -278,6 +278,7 @@ def default_plan(
     approach: str = Approach.STATIC.value,
     backend: str = Backend.X86.value,
     framework: str = Framework.FX.value,
+    runtime: str = Runtime.TORCH_FX.value,
     **op_settings: str,
 ) -> Plan:
     """All-int8 plan over ``ops`` given as (name, type) pairs."""
@@ -286,4 +287,5 @@ def default_plan(
         approach=approach,
         backend=backend,
         framework=framework,
+        runtime=runtime,
     )
