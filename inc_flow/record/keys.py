@@ -55,6 +55,7 @@ PARAM_APPROACH: Final = "approach"  # on the parent and on each trial
 
 # --- params of a trial run: its plan -----------------------------------------------------------
 PARAM_BACKEND: Final = "backend"
+PARAM_RUNTIME: Final = "runtime"  # torch_fx or openvino
 PARAM_FRAMEWORK: Final = "framework"
 PARAM_ACT_ALGORITHM: Final = "act_algorithm"
 PARAM_ACT_SCHEME: Final = "act_scheme"
