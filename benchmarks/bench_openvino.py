@@ -1,9 +1,10 @@
-"""OpenVINO beside torch FX on the Fashion-MNIST ResNet18: fp32 eager, FX int8 (x86, all-int8
-default plan), OpenVINO int8 (NNCF, the same plan and calibration images) and OpenVINO fp32,
-timed interleaved in one process (``quant.latency.time_side_by_side``: 5 rounds, the order
-reversed each round) at batch 1 and 32, with 2 threads; top-1 on the first 2048 test images.
+"""OpenVINO beside torch FX on the Fashion-MNIST ResNet18 (or LeNet): fp32 eager, FX int8
+(x86, all-int8 default plan), OpenVINO int8 (NNCF, the same plan and calibration images) and
+OpenVINO fp32, timed interleaved in one process (``quant.latency.time_side_by_side``: 5
+rounds, the order reversed each round) at batch 1 and N (32), with 2 threads; top-1 on the
+first 2048 test images.
 
-    python benchmarks/bench_openvino.py [--threads 2] [--batch 32] [--iterations 50]
+    python benchmarks/bench_openvino.py [--model resnet18|lenet] [--threads 2] [--batch 32]
 
 Needs the ``[openvino]`` extra and the ResNet18 checkpoint (``python -m
 examples.resnet18.train``). ``build(name, model, calib)`` and ``predict(model, x)`` are what
@@ -67,15 +68,19 @@ def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("resnet18", "lenet"), default="resnet18")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32, help="N (LeNet's config uses 64)")
     parser.add_argument("--iterations", type=int, default=50)
     parser.add_argument("--eval", type=int, default=2048)
     args = parser.parse_args(argv)
-    from examples.resnet18.model import load_resnet18
+    if args.model == "lenet":
+        from examples.lenet.model import load_lenet as load
+    else:
+        from examples.resnet18.model import load_resnet18 as load
 
     torch.manual_seed(0)
-    model = load_resnet18().eval()
+    model = load().eval()
     xc, _ = _images(True, 256)
     calib = list(xc.split(64))
     xe, ye = _images(False, args.eval)
@@ -89,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         threads=args.threads,
     )  # fmt: skip
     fx = {b: Spread.of(samples[NAMES[1]][b]).median for b in inputs}
-    print(f"ResNet18 (1x28x28), {args.threads} threads, interleaved 5 rounds, medians (min-max)")
+    title = {"resnet18": "ResNet18 (1x28x28)", "lenet": "LeNet"}[args.model]
+    print(f"{title}, {args.threads} threads, interleaved 5 rounds, medians (min-max)")
     print(f"| model | b1 ms | b{args.batch} ms | vs FX int8 b1 / b{args.batch} | top-1 |")
     print("|---|---|---|---|---|")
     for name in NAMES:
