@@ -31,9 +31,11 @@ from inc_flow.metrics.build import apply_postprocess, build_metric, wants_refere
 from inc_flow.model.factory import build_model
 from inc_flow.quant.engine import FxEngine
 from inc_flow.quant.evaluate import LatencyBenchmark, MetricEvaluator, batch_size_of
+from inc_flow.quant.runtimes import RuntimeEngine, check_runtimes
+from inc_flow.search.runtimes import RuntimeSpace
 from inc_flow.search.settings import TuneSettings
 from inc_flow.search.space import SearchSpace
-from inc_flow.vocab import Approach, Objective, Role
+from inc_flow.vocab import Approach, Objective, Role, Runtime
 
 logger = logging.getLogger("inc_flow")
 
@@ -145,7 +147,10 @@ def search_space(cfg: Config, ops: list[tuple[str, str]], approach: str) -> Sear
             allowed[name] = ("fp32",)
         elif dtypes == {"int8"}:
             allowed[name] = ("int8",)
-    return SearchSpace(
+    runtimes = tuple(q.runtime)
+    more = {} if runtimes == (Runtime.TORCH_FX,) else {"runtimes": runtimes}
+    return (RuntimeSpace if more else SearchSpace)(
+        **more,
         ops=tuple(ops),
         allowed_dtypes=allowed,
         act_algorithms=globals_["act_algorithm"],
@@ -343,7 +348,11 @@ def assemble(
 
 def stage(cfg: Config, parts: Assembly, approach: str, role: str = Role.TUNE) -> Stage:
     """The engine, search space and settings of one approach; makes its workspace."""
-    engine = FxEngine(
+    runtimes = tuple(cfg.quantization.runtime)
+    if runtimes != (Runtime.TORCH_FX,):
+        check_runtimes(runtimes, approach)
+    kind = FxEngine if runtimes == (Runtime.TORCH_FX,) else RuntimeEngine
+    engine = kind(
         parts.model,
         parts.example,
         approach=approach,

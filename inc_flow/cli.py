@@ -136,16 +136,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     from inc_flow.api import as_config
     from inc_flow.model.factory import build_model
-    from inc_flow.model.output import load, plan_from_configure, read_configure
-    from inc_flow.quant.stats import format_statistics, op_statistics, statistics_frame
+    from inc_flow.model.output import QuantizedModel, load, plan_from_configure, read_configure
+    from inc_flow.quant.stats import format_statistics
 
     cfg = as_config(args.config)
     if not cfg.model.factory:
         raise IncFlowError(f"{args.config}: `model.factory` is needed to rebuild the model")
     model = load(args.output, build_model(cfg.model.factory))
     plan = plan_from_configure(read_configure(args.output))
-    rows = op_statistics(model, plan.approach)
-    for line in format_statistics(statistics_frame(rows)):
+    frame = QuantizedModel(model, plan, None).statistics  # openvino: counted by the plan
+    for line in format_statistics(frame):
         print(line)
     return 0
 

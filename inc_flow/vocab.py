@@ -26,6 +26,14 @@ class Backend(StrEnum):
     FBGEMM = "fbgemm"
 
 
+class Runtime(StrEnum):
+    """Where a plan's model runs (``quantization.runtime``): torch (FX or eager int8, the
+    INC path) or OpenVINO (the plan built with NNCF, run by OpenVINO; the ``[openvino]`` extra)."""
+
+    TORCH_FX = "torch_fx"
+    OPENVINO = "openvino"
+
+
 class Framework(StrEnum):
     """INC 1.x ``model.framework`` values for PyTorch: FX graph mode, or eager mode."""
 

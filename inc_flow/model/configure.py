@@ -16,7 +16,9 @@ import torch
 import yaml
 
 from inc_flow.errors import PlanError, SaveLoadError
+from inc_flow.quant.openvino import IR_FILES
 from inc_flow.search.plan import Plan
+from inc_flow.vocab import Runtime
 
 CONFIGURE_FILE = "best_configure.yaml"
 WEIGHTS_FILE = "best_model_weights.pt"
@@ -65,7 +67,7 @@ def read_configure(path: str | os.PathLike) -> dict[str, Any]:
         raise SaveLoadError(
             f"`format_version` in {str(path)!r} must be {FORMAT_VERSION}, got {version!r}"
         )
-    for key in ("approach", "framework", "backend", "output"):
+    for key in ("approach", "framework", "backend", "output", "runtime"):
         if key in data and not isinstance(data[key], str):
             raise _bad(path, key, f"must be a string, got {data[key]!r}")
     _check_ops(path, data["op"])
@@ -124,6 +126,14 @@ def _check_weights(path: Path, weights: Any) -> None:
         raise _bad(path, "weights.tensors", "must be a mapping of state-dict keys")
 
 
+def model_files(data: dict[str, Any]) -> tuple[str, ...]:
+    """The files besides the configure file that hold the model ``data`` describes: the
+    weights, or for runtime ``openvino`` the IR (``model.xml``, ``model.bin``)."""
+    if data.get("runtime") == Runtime.OPENVINO:
+        return IR_FILES
+    return (WEIGHTS_FILE,)
+
+
 def plan_from_configure(data: dict[str, Any], path: str | os.PathLike = CONFIGURE_FILE) -> Plan:
     """The plan ``data`` (a read configure file) describes."""
     try:
@@ -134,6 +144,7 @@ def plan_from_configure(data: dict[str, Any], path: str | os.PathLike = CONFIGUR
                 "framework": data["framework"],
                 "ops": data["op"],
                 **({"output": data["output"]} if "output" in data else {}),
+                **({"runtime": data["runtime"]} if "runtime" in data else {}),
             }
         )
     except KeyError as e:

@@ -34,10 +34,12 @@ from inc_flow.model.configure import (
 )
 from inc_flow.model.faults import AFTER_CONFIGURE_WRITTEN, AFTER_WEIGHTS_WRITTEN, fault_point
 from inc_flow.quant.ao import quiet
+from inc_flow.quant.openvino import IR_FILES, OpenVinoModel, load_ir, plan_statistics
 from inc_flow.quant.state import plain_state_dict, rebuild
 from inc_flow.quant.stats import format_statistics, op_statistics, statistics_frame
 from inc_flow.quant.tensors import describe_state
 from inc_flow.search.plan import Plan
+from inc_flow.vocab import Runtime
 
 __all__ = [
     "CONFIGURE_FILE",
@@ -52,9 +54,9 @@ __all__ = [
 logger = logging.getLogger("inc_flow")
 
 
-def _version() -> str:
+def _version(package: str = "inc-flow") -> str:
     try:
-        return importlib.metadata.version("inc-flow")
+        return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "unknown"
 
@@ -107,6 +109,8 @@ class QuantizedModel:
     @property
     def statistics(self):  # -> pandas.DataFrame
         """Mixed Precision Statistics of the int8 model."""
+        if isinstance(self.model, OpenVinoModel):
+            return statistics_frame(plan_statistics(self.plan))
         return statistics_frame(op_statistics(self.model, self.plan.approach))
 
     def statistics_lines(self) -> list[str]:
@@ -115,14 +119,19 @@ class QuantizedModel:
     def configure(self) -> dict[str, Any]:
         """The content of ``best_configure.yaml``."""
         plan = self.plan.to_dict()
+        versions = {"inc_flow": _version(), "torch": torch.__version__.split("+")[0]}
+        runtime = {"runtime": plan["runtime"]} if "runtime" in plan else {}  # FX: INC's keys
+        if runtime:
+            versions[plan["runtime"]] = _version(plan["runtime"])
         out = {
             "format_version": FORMAT_VERSION,
             "approach": plan["approach"],
             "framework": plan["framework"],
             "backend": plan["backend"],
+            **runtime,
             "calibration_sampling_size": int(self.calibration_size),
             "example_inputs": describe_inputs(self.example_inputs),
-            "versions": {"inc_flow": _version(), "torch": torch.__version__.split("+")[0]},
+            "versions": versions,
             "op": plan["ops"],
             "info": _plain(self.info),
         }
@@ -141,23 +150,29 @@ class QuantizedModel:
                 message names the path, nothing partial is left, a previous output is kept.
         """
         out = Path(output_dir)
-        names = (WEIGHTS_FILE, CONFIGURE_FILE)  # write order: the configure file last
-        with quiet():
-            state = plain_state_dict(self.model.state_dict())
+        ir = isinstance(self.model, OpenVinoModel)
+        # write order: the configure file last
+        names = (*IR_FILES, CONFIGURE_FILE) if ir else (WEIGHTS_FILE, CONFIGURE_FILE)
+        if not ir:
+            with quiet():
+                state = plain_state_dict(self.model.state_dict())
         configure = self.configure()
         swapping = False
         try:
             with atomic.staging(out, names) as tmp:
-                weights = tmp / WEIGHTS_FILE
-                with quiet():
-                    atomic.write_synced(weights, lambda f: torch.save(state, f))
+                if ir:
+                    configure["ir"] = _write_ir(self.model, tmp)
+                else:
+                    weights = tmp / WEIGHTS_FILE
+                    with quiet():
+                        atomic.write_synced(weights, lambda f: torch.save(state, f))
+                    configure["weights"] = {
+                        "file": WEIGHTS_FILE,
+                        "sha256": atomic.sha256_file(weights),
+                        "bytes": weights.stat().st_size,
+                        "tensors": describe_state(state),
+                    }
                 fault_point(AFTER_WEIGHTS_WRITTEN)
-                configure["weights"] = {
-                    "file": WEIGHTS_FILE,
-                    "sha256": atomic.sha256_file(weights),
-                    "bytes": weights.stat().st_size,
-                    "tensors": describe_state(state),
-                }
                 text = yaml.safe_dump(configure, sort_keys=False).encode()
                 atomic.write_synced(tmp / CONFIGURE_FILE, lambda f: f.write(text))
                 fault_point(AFTER_CONFIGURE_WRITTEN)
@@ -171,6 +186,44 @@ class QuantizedModel:
                 f"cannot write the output directory {str(out)!r}{kept}: {e}"
             ) from e
         return out
+
+
+def _write_ir(model: OpenVinoModel, tmp: Path) -> dict[str, Any]:
+    """The OpenVINO IR written and fsynced in ``tmp``; each file's sha256 and size."""
+    model.save_ir(tmp)
+    recorded = {}
+    for name in IR_FILES:
+        fd = os.open(tmp / name, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        recorded[name] = {
+            "sha256": atomic.sha256_file(tmp / name),
+            "bytes": (tmp / name).stat().st_size,
+        }
+    return recorded
+
+
+def verify_ir(directory: Path, data: dict[str, Any]) -> None:
+    """The IR files are the ones the configure file was saved with (sha256 of each)."""
+    recorded = data.get("ir")
+    if not isinstance(recorded, dict):
+        raise SaveLoadError(
+            f"{str(directory / CONFIGURE_FILE)!r}: `ir` must record the sha256 of "
+            f"{list(IR_FILES)}, got {recorded!r}"
+        )
+    for name in IR_FILES:
+        path = directory / name
+        if not path.is_file():
+            raise SaveLoadError(f"no {name} in {str(directory)!r} (runtime openvino)")
+        want = (recorded.get(name) or {}).get("sha256") if isinstance(recorded, dict) else None
+        sha = atomic.sha256_file(path)
+        if sha != want:
+            raise SaveLoadError(
+                f"{str(path)!r} is not the file {CONFIGURE_FILE} was saved with: its sha256 is "
+                f"{sha}, `ir.{name}.sha256` records {want!r} (save the model again)"
+            )
 
 
 def _plain(value: Any) -> Any:
@@ -254,7 +307,7 @@ def _interrupted(directory: Path) -> None:
 
 def load(
     checkpoint_dir: str | os.PathLike,
-    model: nn.Module,
+    model: nn.Module | None = None,
     history_cfg: Any = None,
     **kwargs: Any,
 ) -> nn.Module:
@@ -266,11 +319,13 @@ def load(
     Args:
         checkpoint_dir: directory with ``best_configure.yaml`` and ``best_model_weights.pt``.
         model: the fp32 model (architecture; its weights are replaced by the saved ones).
+            Not needed for a model saved with runtime ``openvino`` (its IR is loaded).
         history_cfg: accepted for INC compatibility, unused.
         **kwargs: accepted for INC compatibility (e.g. ``dataloader``), unused.
 
     Returns:
-        The int8 ``nn.Module`` in eval mode.
+        The int8 ``nn.Module`` in eval mode (for runtime ``openvino``, an
+        :class:`~inc_flow.quant.openvino.OpenVinoModel`: torch tensors in and out).
 
     Raises:
         SaveLoadError: naming the file and the key: a malformed configure file; weights that
@@ -279,14 +334,17 @@ def load(
             NaN or non-positive scale).
     """
     del history_cfg, kwargs
-    if not isinstance(model, nn.Module):
-        raise SaveLoadError(
-            f"`model` must be the fp32 torch.nn.Module, got {type(model).__name__}"
-        )
+    wrong = SaveLoadError(f"`model` must be the fp32 torch.nn.Module, got {type(model).__name__}")
+    if model is not None and not isinstance(model, nn.Module):
+        raise wrong
     directory = Path(checkpoint_dir)
     _interrupted(directory)
     inc = inc_configure.read(directory)  # INC 1.x's own file, mapped; None: inc_flow's
     data = read_configure(directory) if inc is None else inc
+    if data.get("runtime", Runtime.TORCH_FX) != Runtime.TORCH_FX:
+        return _load_runtime(directory, data)
+    if model is None:
+        raise wrong
     plan = plan_from_configure(data, directory / CONFIGURE_FILE)
     state = read_weights(directory / WEIGHTS_FILE)
     verify_weights(directory, data, state)
@@ -298,3 +356,15 @@ def load(
             f"cannot rebuild the int8 model from {str(directory / WEIGHTS_FILE)!r} on "
             f"{type(model).__name__}: {e}"
         ) from e
+
+
+def _load_runtime(directory: Path, data: dict[str, Any]) -> nn.Module:
+    """The model of a plan run outside torch (runtime ``openvino``): its IR, checked."""
+    plan = plan_from_configure(data, directory / CONFIGURE_FILE)
+    verify_ir(directory, data)
+    try:
+        return load_ir(directory, plan).eval()
+    except SaveLoadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - re-raised with what was being loaded
+        raise SaveLoadError(f"cannot load the OpenVINO IR in {str(directory)!r}: {e}") from e

@@ -41,10 +41,10 @@ from mlflow.models.model import ModelInfo
 
 from inc_flow.errors import IncFlowError, SaveLoadError
 from inc_flow.locks import this_process
+from inc_flow.model.configure import model_files
 from inc_flow.model.factory import build_model
 from inc_flow.model.output import (
     CONFIGURE_FILE,
-    WEIGHTS_FILE,
     QuantizedModel,
     load,
     read_configure,
@@ -67,7 +67,9 @@ from inc_flow.model.signature import (
 )
 from inc_flow.model.threads import check_threads, intra_op_threads, predict_threads
 from inc_flow.quant.ao import quiet, set_backend
+from inc_flow.quant.openvino import pip_pin as openvino_pin
 from inc_flow.record.keys import MODEL_OWNER, MODEL_SIZE_BYTES
+from inc_flow.vocab import Runtime
 
 LOADER_MODULE = __name__  # "inc_flow.model.pyfunc": from the installed inc_flow (a requirement)
 DATA_DIR = "inc_flow_model"  # the data dir's name inside the logged model (data/<DATA_DIR>)
@@ -229,8 +231,12 @@ def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> 
     """
     limits = Limits.from_config(model_config)
     side = read_sidecar(data_path)
-    int8 = load(data_path, build_model(side["factory"]))
-    backend = read_configure(data_path)["backend"]
+    configure = read_configure(data_path)
+    backend = configure["backend"]
+    if configure.get("runtime", Runtime.TORCH_FX) != Runtime.TORCH_FX:
+        int8 = load(data_path)  # the saved IR: no factory, no fp32 model needed
+    else:
+        int8 = load(data_path, build_model(side["factory"]))
     if os.environ.get(SERVER_MODEL_PATH_ENV):
         guard_scoring_server(limits)
     threads = predict_threads(side["threads"])
@@ -308,6 +314,12 @@ def log_model(
     specs = input_specs(
         examples, input_names, in_memory.model if in_memory is not None else None, factory
     )
+    saved = Path(str(q_model)) / CONFIGURE_FILE
+    runtime = in_memory.plan.runtime if in_memory is not None else None
+    if in_memory is None and saved.is_file():
+        runtime = read_configure(saved).get("runtime")
+    if runtime == Runtime.OPENVINO:  # the loader needs it too (exact pin, unless given)
+        extra_pip = [openvino_pin(), *extra_pip]
     requirements = model_requirements(factory, extra_pip, infer_pip)
     with tempfile.TemporaryDirectory(prefix="inc_flow_log_") as tmp:
         stage = Path(tmp) / DATA_DIR
@@ -317,7 +329,7 @@ def log_model(
             in_memory.save(stage)
         else:
             stage.mkdir()
-            for file in (CONFIGURE_FILE, WEIGHTS_FILE):
+            for file in (CONFIGURE_FILE, *model_files(read_configure(q_model))):
                 if not (Path(q_model) / file).is_file():
                     raise SaveLoadError(f"no {file} in the output directory {str(q_model)!r}")
                 shutil.copy2(Path(q_model) / file, stage / file)

@@ -29,6 +29,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
 from inc_flow.config.naming import default_registered_name
 from inc_flow.errors import IncFlowError, SaveLoadError
+from inc_flow.model.configure import model_files
 from inc_flow.model.faults import (  # noqa: F401 - the test hook, re-exported
     AFTER_ALIAS,
     AFTER_LOG_MODEL,
@@ -36,7 +37,7 @@ from inc_flow.model.faults import (  # noqa: F401 - the test hook, re-exported
     KILL_AT_ENV,
     fault_point,
 )
-from inc_flow.model.output import WEIGHTS_FILE, read_configure
+from inc_flow.model.output import read_configure
 from inc_flow.model.shipping import logged_size
 from inc_flow.record import keys
 
@@ -92,19 +93,23 @@ def fingerprint(value: Any) -> str:
 
 def content_digest(directory: str | os.PathLike) -> str:
     """``sha256:<hex>`` of an output directory's model: the canonical JSON of the plan part
-    of ``best_configure.yaml`` (:data:`DIGEST_KEYS`) and the bytes of the weights file."""
-    weights = Path(directory) / WEIGHTS_FILE
+    of ``best_configure.yaml`` (:data:`DIGEST_KEYS`, and ``runtime`` when written) and the
+    bytes of the weights file (runtime ``openvino``: of the IR files)."""
     data = read_configure(directory)
-    if not weights.is_file():
-        raise SaveLoadError(f"no {WEIGHTS_FILE} in {str(directory)!r}")
+    files = [Path(directory) / name for name in model_files(data)]
+    for path in files:
+        if not path.is_file():
+            raise SaveLoadError(f"no {path.name} in {str(directory)!r}")
     plan = {k: data.get(k) for k in DIGEST_KEYS}
-    if "output" in data:  # only when written: digests of older files stay the same
-        plan["output"] = data["output"]
+    for key in ("output", "runtime"):  # only when written: digests of older files stay the same
+        if key in data:
+            plan[key] = data[key]
     digest = hashlib.sha256(canonical(plan).encode())
-    digest.update(b"\0")
-    with weights.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+    for path in files:
+        digest.update(b"\0")
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
     return "sha256:" + digest.hexdigest()
 
 

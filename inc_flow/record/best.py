@@ -93,6 +93,7 @@ def publish(
         {key: v for key, v in metrics.items() if v is not None},
         {
             k.VERSION_BACKEND: best.plan.backend,
+            k.VERSION_RUNTIME: best.plan.runtime,
             k.VERSION_APPROACH: best.plan.approach,
             k.VERSION_STUDY: result.study_name,
             k.VERSION_RUN_ID: parent_id,

@@ -63,6 +63,7 @@ PARAM_APPROACH: Final = "approach"  # on the parent and on each trial
 
 # --- params of a trial run: its plan -----------------------------------------------------------
 PARAM_BACKEND: Final = "backend"
+PARAM_RUNTIME: Final = "runtime"  # torch_fx or openvino
 PARAM_FRAMEWORK: Final = "framework"
 PARAM_ACT_ALGORITHM: Final = "act_algorithm"
 PARAM_ACT_SCHEME: Final = "act_scheme"
@@ -148,6 +149,7 @@ VERSION_DROP: Final = "drop"  # the relative drop
 VERSION_SPEEDUP: Final = "speedup"
 VERSION_LATENCY_MS: Final = "latency_ms"
 VERSION_BACKEND: Final = "backend"
+VERSION_RUNTIME: Final = "runtime"  # torch_fx or openvino (what runs the model)
 VERSION_APPROACH: Final = "approach"
 VERSION_STUDY: Final = "study"
 VERSION_RUN_ID: Final = "run_id"  # the study's parent run

@@ -15,13 +15,14 @@ from inc_flow.search.speed import FP32
 
 
 def plan_params(plan: Plan) -> dict[str, str]:
-    """The plan as flat params: approach, backend, observer settings (those most int8 ops
+    """The plan as flat params: approach, backend, runtime, observer settings (those most int8 ops
     hold; ``op_observers`` lists the ops holding others), one ``op.<name>`` per op."""
     int8 = [op for op in plan.ops if op.quantized]
     first = _most_common(int8)
     params = {
         k.PARAM_APPROACH: plan.approach,
         k.PARAM_BACKEND: plan.backend,
+        k.PARAM_RUNTIME: plan.runtime,
         k.PARAM_FRAMEWORK: plan.framework,
         k.PARAM_ACT_ALGORITHM: first.act_algorithm if first else "-",
         k.PARAM_ACT_SCHEME: first.act_scheme if first else "-",

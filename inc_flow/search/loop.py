@@ -235,7 +235,7 @@ class _Tuning:
                 eval_samples=0,
             )
             return self._report(trial, record, prev, None, t0)
-        if plan.ops and not plan.int8_ops:
+        if plan.is_baseline:
             # The fp32 model itself: the baseline already measured it, and it is no answer.
             record = replace(base, failure_reason=ALL_FP32)
             return self._report(trial, record, record, None, t0)

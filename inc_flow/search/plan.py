@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from inc_flow.errors import PlanError
-from inc_flow.vocab import Approach, Backend, Framework, names
+from inc_flow.vocab import Approach, Backend, Framework, Runtime, names
 
 PLAN_FORMAT_VERSION = 1
 
@@ -18,6 +18,9 @@ PLAN_FORMAT_VERSION = 1
 APPROACHES = tuple(a for a in names(Approach) if a != Approach.AUTO)
 BACKENDS = names(Backend)
 FRAMEWORKS = names(Framework)
+RUNTIMES = names(Runtime)
+# What a runtime cannot vary: OpenVINO's NNCF has no KL (histogram) activation observer.
+RUNTIME_FIXED = {Runtime.OPENVINO.value: {"act_algorithm": "minmax"}}
 DTYPES = ("int8", "fp32")
 ACT_ALGORITHMS = ("minmax", "kl")
 SCHEMES = ("asym", "sym")
@@ -138,7 +141,9 @@ class OpPlan:
 
 @dataclass(frozen=True)
 class Plan:
-    """A whole-model plan: approach, backend, framework and one OpPlan per quantizable op.
+    """A whole-model plan: approach, backend, framework, runtime (``torch_fx``: torch's int8
+    kernels of ``backend``; ``openvino``: built by NNCF, run by OpenVINO, ``backend`` unused)
+    and one OpPlan per quantizable op.
 
     ``fp32_output``: the ops after the last quantizable ops (those between them and the
     model's output, e.g. a final ``log_softmax``) stay fp32, not requantized; with the last
@@ -150,9 +155,10 @@ class Plan:
     backend: str = Backend.X86.value
     framework: str = Framework.FX.value
     fp32_output: bool = False
+    runtime: str = Runtime.TORCH_FX.value
 
     def __post_init__(self) -> None:
-        for name in ("approach", "backend", "framework"):  # vocab members -> plain strings
+        for name in ("approach", "backend", "framework", "runtime"):  # vocab -> plain strings
             value = getattr(self, name)
             if isinstance(value, str):
                 object.__setattr__(self, name, str(value))
@@ -161,6 +167,7 @@ class Plan:
         _check("framework", self.framework, FRAMEWORKS)
         if not isinstance(self.fp32_output, bool):
             raise PlanError(f"`fp32_output` must be a bool, got fp32_output={self.fp32_output!r}")
+        _check("runtime", self.runtime, RUNTIMES)
         names = [op.name for op in self.ops]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
@@ -181,6 +188,11 @@ class Plan:
     def int8_ops(self) -> tuple[str, ...]:
         return tuple(op.name for op in self.ops if op.quantized)
 
+    @property
+    def is_baseline(self) -> bool:
+        """No int8 op, run by torch: the fp32 model itself (in OpenVINO it is an answer)."""
+        return bool(self.ops) and not self.int8_ops and self.runtime == Runtime.TORCH_FX
+
     def calibration_plan(self) -> Plan:
         """This plan with every op int8: what calibration prepares. Plans that differ only in
         their fallbacks share it, so they share one calibration pass."""
@@ -189,7 +201,7 @@ class Plan:
     def calibration_key(self) -> tuple:
         """Hashable identity of the calibration this plan needs."""
         cal = self.calibration_plan()
-        return (cal.approach, cal.backend, cal.framework, cal.ops)
+        return (cal.approach, cal.backend, cal.framework, cal.ops, cal.runtime)
 
     def with_fallback(self, names: set[str] | frozenset[str] | tuple[str, ...]) -> Plan:
         """This plan with the named ops set to fp32."""
@@ -205,7 +217,8 @@ class Plan:
         n8 = len(self.int8_ops)
         algos = sorted({op.act_algorithm for op in self.ops if op.quantized})
         grans = sorted({op.weight_granularity for op in self.ops if op.quantized})
-        text = f"{self.backend} int8 {n8}/{len(self.ops)}"
+        where = self.backend if self.runtime == Runtime.TORCH_FX else self.runtime
+        text = f"{where} int8 {n8}/{len(self.ops)}"
         if self.fp32_ops:
             shown = ",".join(self.fp32_ops[:4]) + (",..." if len(self.fp32_ops) > 4 else "")
             text += f" fp32=[{shown}]"
@@ -239,6 +252,8 @@ class Plan:
         }
         if self.fp32_output:  # absent: int8 (files written before it existed read the same)
             out["output"] = "fp32"
+        if self.runtime != Runtime.TORCH_FX:  # torch plans keep INC's keys only
+            out["runtime"] = self.runtime
         return out
 
     @classmethod
@@ -270,6 +285,7 @@ class Plan:
             backend=data.get("backend", Backend.X86.value),
             framework=data.get("framework", Framework.FX.value),
             fp32_output=output == "fp32",
+            runtime=data.get("runtime", Runtime.TORCH_FX.value),
         )
 
 
@@ -278,6 +294,7 @@ def default_plan(
     approach: str = Approach.STATIC.value,
     backend: str = Backend.X86.value,
     framework: str = Framework.FX.value,
+    runtime: str = Runtime.TORCH_FX.value,
     **op_settings: str,
 ) -> Plan:
     """All-int8 plan over ``ops`` given as (name, type) pairs."""
@@ -286,4 +303,5 @@ def default_plan(
         approach=approach,
         backend=backend,
         framework=framework,
+        runtime=runtime,
     )

@@ -28,6 +28,7 @@ Each seed carries the samples its ranking ran (``rank_samples`` of its trial rec
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -38,6 +39,7 @@ from inc_flow.search.plan import Plan
 from inc_flow.search.ports import HasProbe
 from inc_flow.search.probe import Probe, restrict, select
 from inc_flow.search.records import TrialRecord, why
+from inc_flow.search.runtimes import runtime_seeds
 from inc_flow.vocab import Approach, Strategy, TrialState
 
 Seed = tuple[str, Plan, int]  # (phase, plan, samples its ranking ran)
@@ -60,7 +62,16 @@ class Change:
 
 
 def seeds(t: Any) -> Iterator[Seed]:
-    """The seeds of tuning state ``t`` (``search.loop._Tuning``) for its strategy."""
+    """The seeds of tuning state ``t`` (``search.loop._Tuning``) for its strategy; right after
+    the default plan, the other runtimes' (``search.runtimes.runtime_seeds``)."""
+    inner = _strategy_seeds(t)
+    yield from itertools.islice(inner, 1)
+    for phase, plan in runtime_seeds(t.space):
+        yield phase, plan, 0
+    yield from inner
+
+
+def _strategy_seeds(t: Any) -> Iterator[Seed]:
     s, space = t.settings, t.space
     if s.strategy == Strategy.BASIC and t.checked:
         yield from _ranked(t)

@@ -296,7 +296,7 @@ class SearchSpace(IncOrder):
     def params_for(self, plan: Plan) -> dict[str, str]:
         """Optuna params of ``plan`` (for ``enqueue_trial``); the inverse of plan_from_params."""
         plan = self.canonical(plan)
-        values = {"backend": plan.backend, **self._global_values(plan)}
+        values = {"backend": plan.backend, "runtime": plan.runtime, **self._global_values(plan)}
         params: dict[str, str] = {}
         for name in self.choices():
             if name.startswith(OP_PREFIX):

@@ -1,0 +1,241 @@
+"""The OpenVINO runtime (``quantization.runtime``): the search dimension (pure), the NNCF
+build with an fp32 fallback, the IR saved and loaded, and a registered OpenVINO champion
+predicting through ``mlflow.pyfunc.load_model``.
+
+Tests that build with OpenVINO skip when the ``[openvino]`` extra is not installed (CI
+installs it: scripts/setup.sh); the search-space and config tests need no OpenVINO.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from dataclasses import replace
+from importlib.metadata import version as version_of
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from inc_flow.config.sections import Config
+from inc_flow.errors import ConfigError, PlanError, QuantizationError, SaveLoadError
+from inc_flow.search.plan import Plan, default_plan
+from inc_flow.search.runtimes import RuntimeSpace, runtime_seeds
+from inc_flow.vocab import Approach
+from tests import toys
+
+HAS_OPENVINO = all(importlib.util.find_spec(m) for m in ("openvino", "nncf"))
+needs_openvino = pytest.mark.skipif(
+    not HAS_OPENVINO,
+    reason="the [openvino] extra is not installed (pip install 'inc_flow[openvino]')",
+)
+OPS = (("conv1", "Conv2d"), ("conv2", "Conv2d"), ("fc1", "Linear"), ("fc2", "Linear"))
+TOY_PACKAGE = "inc_flow_ov_toys"  # written to a tmp dir: the pyfunc's factory
+FACTORY = f"{TOY_PACKAGE}.net:TinyNet"
+TOY_SOURCE = (
+    "import torch\nimport torch.nn.functional as F\nfrom torch import nn\n\n\n"
+    + inspect.getsource(toys.TinyNet)
+)
+
+
+# --- the search dimension: pure --------------------------------------------------------------
+@pytest.mark.no_mlflow
+def test_runtime_is_a_search_parameter_with_canonical_openvino_plans():
+    space = RuntimeSpace(ops=OPS, backends=("x86", "onednn"), runtimes=("torch_fx", "openvino"))
+    assert next(iter(space.choices().items())) == ("runtime", ("torch_fx", "openvino"))
+    params = {"runtime": "openvino", "backend": "onednn", "act_algorithm": "kl"}
+    plan = space.plan_from_params(params)
+    # OpenVINO: NNCF has no KL observer and torch's kernels are not used -> one canonical plan
+    assert plan.runtime == "openvino" and plan.backend == "x86"
+    assert {op.act_algorithm for op in plan.ops} == {"minmax"}
+    assert space.plan_from_params({**params, "act_algorithm": "minmax"}) == plan
+    assert space.plan_from_params(space.params_for(plan)) == plan
+    fx = space.plan_from_params({"backend": "onednn", "act_algorithm": "kl"})
+    assert (fx.runtime, fx.backend, fx.ops[0].act_algorithm) == ("torch_fx", "onednn", "kl")
+    assert space.n_plans() == 2 * RuntimeSpace(ops=OPS, backends=("x86", "onednn")).n_plans()
+    seeds = [p for _, p in runtime_seeds(space)]
+    assert seeds[0] == replace(space.default_plan(), runtime="openvino")
+    assert seeds[1].runtime == "openvino" and not seeds[1].int8_ops  # fp32 compiled by OV
+    assert (
+        not seeds[1].is_baseline
+        and space.default_plan().with_fallback({n for n, _ in OPS}).is_baseline
+    )
+    assert list(runtime_seeds(RuntimeSpace(ops=OPS))) == []
+
+
+@pytest.mark.no_mlflow
+def test_torch_plans_keep_incs_keys_and_bad_runtimes_are_refused():
+    plan = default_plan(list(OPS))
+    assert "runtime" not in plan.to_dict()
+    ov = replace(plan, runtime="openvino")
+    assert ov.to_dict()["runtime"] == "openvino" and Plan.from_dict(ov.to_dict()) == ov
+    with pytest.raises(PlanError, match=r"`runtime` must be one of .*runtime='tensorrt'"):
+        Plan.from_dict({**plan.to_dict(), "runtime": "tensorrt"})
+    with pytest.raises(ConfigError, match=r"quantization\.runtime.*tensorrt"):
+        Config.from_dict({"model": {"name": "x"}, "quantization": {"runtime": ["tensorrt"]}})
+    with pytest.raises(PlanError, match=r"`runtimes` values must be in .*tensorrt"):
+        RuntimeSpace(ops=OPS, runtimes=("torch_fx", "tensorrt"))
+
+
+@pytest.mark.no_mlflow
+def test_openvino_without_the_extra_or_for_dynamic_is_a_config_error(monkeypatch):
+    from inc_flow.quant.runtimes import check_runtimes
+
+    with pytest.raises(ConfigError, match=r"quantization\.runtime.*static post-training"):
+        check_runtimes(("openvino",), Approach.DYNAMIC.value)
+    check_runtimes(("torch_fx",), Approach.DYNAMIC.value)  # nothing to check
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'inc_flow\[openvino\]'"):
+        check_runtimes(("torch_fx", "openvino"), Approach.STATIC.value)
+
+
+# --- the build, save and load ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def built():
+    """TinyNet built in OpenVINO by NNCF with conv2 kept fp32."""
+    if not HAS_OPENVINO:
+        pytest.skip("the [openvino] extra is not installed (pip install 'inc_flow[openvino]')")
+    from inc_flow.quant.runtimes import RuntimeEngine
+
+    torch.manual_seed(0)
+    model = toys.TinyNet().eval()
+    calib = [torch.randn(8, *toys.SHAPE) for _ in range(4)]
+    engine = RuntimeEngine(model, calib[0], calib_loader=calib, sampling_size=32)
+    plan = replace(default_plan(engine.ops()), runtime="openvino").with_fallback({"conv2"})
+    return SimpleNamespace(engine=engine, plan=plan, model=engine.build(plan), example=calib[0])
+
+
+def _weight_source(ov_model, module: str) -> tuple[str, str]:
+    """Type and element type of what feeds ``module``'s convolution its weights."""
+    (conv,) = [
+        op
+        for op in ov_model.get_ordered_ops()
+        if op.get_type_name() == "Convolution"
+        and op.get_friendly_name().startswith(f"__module.{module}/")
+    ]
+    source = conv.input_value(1).get_node()
+    return source.get_type_name(), str(source.get_output_element_type(0))
+
+
+@pytest.mark.no_mlflow
+@needs_openvino
+def test_fallback_op_stays_fp32_and_the_rest_is_int8(built):
+    assert built.engine.op_counts(built.model, built.plan) == (3, 1)
+    assert _weight_source(built.model.ov_model, "conv2") == ("Constant", "<Type: 'float32'>")
+    assert _weight_source(built.model.ov_model, "conv1") != ("Constant", "<Type: 'float32'>")
+    fp32 = built.engine.build(built.plan.with_fallback(built.plan.int8_ops))
+    x = torch.randn(3, *toys.SHAPE)
+    with torch.no_grad():
+        close = torch.allclose(fp32(x), built.engine.fp32_model(x), atol=1e-4)
+    assert close and not torch.equal(fp32(x), built.model(x))
+
+
+@pytest.mark.no_mlflow
+@needs_openvino
+def test_openvino_refuses_what_nncf_cannot_honour(built):
+    from inc_flow.quant.openvino import ignored_patterns, nncf_parameters
+
+    kl = replace(built.plan, ops=tuple(replace(op, act_algorithm="kl") for op in built.plan.ops))
+    with pytest.raises(QuantizationError, match="act_algorithm 'minmax' only.*'kl'"):
+        nncf_parameters(kl)
+    mixed = replace(built.plan, ops=(replace(built.plan.ops[0], act_scheme="sym"),
+                                     *built.plan.ops[1:]))  # fmt: skip
+    with pytest.raises(QuantizationError, match="one observer setting"):
+        nncf_parameters(mixed)
+    int8 = built.plan.calibration_plan().ops  # all int8: only `add` falls back
+    functional = Plan(ops=(*int8, replace(int8[0], name="add")))
+    with pytest.raises(QuantizationError, match="cannot keep op 'add' in fp32"):
+        ignored_patterns(
+            built.engine.fp32_model, ["__module.conv1/x"], functional.with_fallback({"add"})
+        )
+
+
+@pytest.mark.no_mlflow
+@needs_openvino
+def test_openvino_plan_saves_ir_and_loads_with_equal_outputs(built, tmp_path):
+    from inc_flow.model.output import QuantizedModel, load
+
+    out = QuantizedModel(built.model, built.plan, built.example, 32).save(tmp_path / "out")
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best_configure.yaml",
+        "model.bin",
+        "model.xml",
+    ]
+    saved = yaml.safe_load((out / "best_configure.yaml").read_text())
+    assert saved["runtime"] == "openvino" and saved["op"][1]["weight"] == {"dtype": "fp32"}
+    loaded = load(out)  # no fp32 model needed
+    x = torch.randn(5, *toys.SHAPE)
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        assert torch.equal(loaded(x), built.model(x))
+    (out / "model.bin").write_bytes((out / "model.bin").read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(SaveLoadError, match=r"model\.bin.*sha256"):
+        load(out)
+
+
+@needs_openvino
+def test_registered_openvino_champion_predicts_through_pyfunc(built, tmp_path, monkeypatch):
+    import mlflow
+
+    from inc_flow.model import pyfunc, registry
+    from inc_flow.model.output import QuantizedModel
+
+    (tmp_path / TOY_PACKAGE).mkdir()
+    (tmp_path / TOY_PACKAGE / "__init__.py").write_text("")
+    (tmp_path / TOY_PACKAGE / "net.py").write_text(TOY_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    q = QuantizedModel(built.model, built.plan, built.example, 32)
+    with mlflow.start_run():
+        info = pyfunc.log_model(q, FACTORY)
+    tags = {"backend": "x86", "runtime": "openvino", "approach": Approach.STATIC.value,
+            "study": "ov"}  # fmt: skip
+    version = registry.register(
+        info.model_uri, "ov-int8", {"accuracy": 0.9, "relative_drop": 0.0, "latency_ms": 1.0},
+        tags, eval_data="d", criterion="c", meets_target=True,
+    )  # fmt: skip
+    assert version.aliases == ["champion"]
+    served = mlflow.pyfunc.load_model("models:/ov-int8@champion")
+    x = np.random.default_rng(0).standard_normal((4, *toys.SHAPE), dtype=np.float32)
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        expected = built.model(torch.from_numpy(x)).numpy()
+    assert np.array_equal(served.predict(x), expected)
+    assert type(served.get_raw_model()).__name__ == "OpenVinoModel"
+    requirements = tmp_path / "req.txt"
+    local = Path(mlflow.artifacts.download_artifacts(info.model_uri))
+    data = {p.name for p in (local / "data" / pyfunc.DATA_DIR).iterdir()}
+    assert {"model.xml", "model.bin", "best_configure.yaml"} <= data
+    assert "best_model_weights.pt" not in data
+    assert f"openvino=={version_of('openvino')}" in (local / "requirements.txt").read_text(), (
+        requirements
+    )
+
+
+@pytest.mark.no_mlflow
+def test_search_tries_each_runtime_after_the_default_and_may_choose_openvino_fp32():
+    from tests import fakes
+
+    def in_round(model, batch):  # OpenVINO fp32 is the fastest of all here
+        if model.plan is not None and model.plan.runtime == "openvino":
+            return 1.0 if not model.plan.int8_ops else 3.0
+        return bench.latency(model)
+
+    bench = fakes.FakeBenchmark(in_round=in_round)
+    ops = tuple(fakes.OPS)
+    space = RuntimeSpace(ops=ops, runtimes=("torch_fx", "openvino"))
+    result, engine, tracker = fakes.run(
+        dict.fromkeys(dict(ops), 0.001), space=space, benchmark=bench, max_trials=3,
+        relative=0.5, finalists=3, timeout=600.0,
+    )  # fmt: skip
+    runs = [(r.phase, r.plan.runtime, len(r.plan.int8_ops)) for r in tracker.records]
+    assert runs == [
+        ("default", "torch_fx", 6),
+        ("runtime", "openvino", 6),
+        ("runtime", "openvino", 0),
+    ]
+    assert all(r.state == "passed" for r in tracker.records)  # OpenVINO fp32 is an answer
+    assert result.best.plan.runtime == "openvino" and not result.best.plan.int8_ops
