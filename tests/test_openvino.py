@@ -54,6 +54,8 @@ def test_runtime_is_a_search_parameter_with_canonical_openvino_plans():
     assert {op.act_algorithm for op in plan.ops} == {"minmax"}
     assert space.plan_from_params({**params, "act_algorithm": "minmax"}) == plan
     assert space.plan_from_params(space.params_for(plan)) == plan
+    # `output: fp32` has no meaning in OpenVINO either: the same canonical plan
+    assert space.canonical(replace(plan, fp32_output=True)) == plan
     fx = space.plan_from_params({"backend": "onednn", "act_algorithm": "kl"})
     assert (fx.runtime, fx.backend, fx.ops[0].act_algorithm) == ("torch_fx", "onednn", "kl")
     assert space.n_plans() == 2 * RuntimeSpace(ops=OPS, backends=("x86", "onednn")).n_plans()
@@ -146,6 +148,8 @@ def test_openvino_refuses_what_nncf_cannot_honour(built):
                                      *built.plan.ops[1:]))  # fmt: skip
     with pytest.raises(QuantizationError, match="one observer setting"):
         nncf_parameters(mixed)
+    with pytest.raises(QuantizationError, match="does not map `output: fp32`"):
+        nncf_parameters(replace(built.plan, fp32_output=True))
     int8 = built.plan.calibration_plan().ops  # all int8: only `add` falls back
     functional = Plan(ops=(*int8, replace(int8[0], name="add")))
     with pytest.raises(QuantizationError, match="cannot keep op 'add' in fp32"):

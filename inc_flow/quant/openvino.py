@@ -141,6 +141,11 @@ def nncf_parameters(plan: Plan) -> dict[str, Any]:
             f"runtime 'openvino' builds static post-training plans only, got "
             f"approach={plan.approach!r}"
         )
+    if plan.fp32_output:
+        raise QuantizationError(
+            "runtime 'openvino' does not map `output: fp32` (NNCF places its own quantizers; "
+            "OpenVINO's outputs are already fp32): drop it from the plan"
+        )
     int8 = [op for op in plan.ops if op.quantized]
     keys = {op.observer_key for op in int8}
     if len(keys) > 1:

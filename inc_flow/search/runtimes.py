@@ -48,8 +48,8 @@ class RuntimeSpace(SearchSpace):
 
     def canonical(self, plan: Plan) -> Plan:
         fixed = RUNTIME_FIXED.get(plan.runtime, {})
-        if plan.runtime != Runtime.TORCH_FX:
-            plan = replace(plan, backend=self.backends[0])
+        if plan.runtime != Runtime.TORCH_FX:  # neither has a meaning there: one trial
+            plan = replace(plan, backend=self.backends[0], fp32_output=False)
         if fixed:
             ops = tuple(
                 replace(op, **{k: v for k, v in fixed.items() if v in self.allowed(op.name)[k]})
