@@ -283,7 +283,16 @@ def test_mlflow_ui_lists_the_study(studies, tmp_path):
             b.run(_ui_settings(exp_id, parents))
             b.get(f"{base}/#/experiments/{exp_id}")
             text = "return document.body.innerText"
-            _wait(lambda: {study.name, "trial-000"} <= set(b.run(text).split()), 120, "runs")
+            # the runs' names as the UI lists them: the parent's readable name, trial-000-<plan>
+            parent_name = tags[study.run_id]["mlflow.runName"]
+            trial_name = next(t["mlflow.runName"] for i, t in tags.items() if i in children
+                              and t["mlflow.runName"].startswith("trial-000"))  # fmt: skip
+
+            def listed() -> bool:
+                shown = b.run(text)
+                return parent_name in shown and trial_name in shown
+
+            _wait(listed, 120, "runs")
             time.sleep(1.0)  # let the table settle before the picture
             shot = b.screenshot(tmp_path / "mlflow_experiment.png")
             b.get(f"{base}/#/experiments/{exp_id}/runs/{study.run_id}/artifacts/report.html")
