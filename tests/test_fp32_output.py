@@ -156,6 +156,9 @@ def test_the_fx_build_keeps_the_ops_after_the_last_one_fp32(built) -> None:
     with torch.no_grad():
         ref, a, b = model(x), on_grid(x), off_grid(x)
     assert (b - ref).abs().max() < (a - ref).abs().max()  # closer to fp32: off the grid
+    # an inference model: fc2's fp32 output (and the loaded model's) tracks no grad
+    assert not off_grid(x).requires_grad
+    assert not any(p.requires_grad for p in off_grid.parameters())
 
 
 def test_save_and_load_rebuild_the_fp32_output(built, tmp_path) -> None:
@@ -168,6 +171,7 @@ def test_save_and_load_rebuild_the_fp32_output(built, tmp_path) -> None:
     loaded = load(tmp_path, LogSoftmaxNet())
     assert plan_from_configure(read_configure(tmp_path)) == plan
     assert _requantized(loaded) == _requantized(q.model)
+    assert not loaded(x).requires_grad
     with torch.no_grad():
         assert torch.equal(loaded(x), q.model(x))
     (tmp_path / CONFIGURE_FILE).write_text(yaml.safe_dump({**data, "output": "fp16"}))

@@ -226,6 +226,6 @@ def test_a_weights_file_that_does_not_match_the_model_is_named(tmp_path, state, 
 
 # --- storage --------------------------------------------------------------------------------
 def test_a_storage_that_cannot_be_opened_names_the_key(tmp_path):
-    conf = _conf(tmp_path, storage="postgresql://nobody@127.0.0.1:9/none")
+    conf = _conf(tmp_path, storage="postgresql+psycopg2://nobody@127.0.0.1:9/none")
     with pytest.raises(ConfigError, match=r"`tuning\.storage` cannot open the Optuna storage"):
         _tune(tmp_path, conf=conf, calib_dataloader=[X], eval_func=lambda m: 0.9)

@@ -177,7 +177,7 @@ def convert(prepared: nn.Module, plan: Plan) -> nn.Module:
     model = copy.deepcopy(prepared)
     with quiet():
         if plan.framework == Framework.EAGER:
-            return eager.convert(model, plan)
+            return _inference(eager.convert(model, plan))
         if isinstance(model, torch.fx.GraphModule):
             mapping = plan_to_mapping(plan)
             if plan.fp32_output:
@@ -193,7 +193,16 @@ def convert(prepared: nn.Module, plan: Plan) -> nn.Module:
                     )
             eager.convert_wrapped(model, plan)
             out = model
-    return out.eval()
+    return _inference(out)
+
+
+def _inference(model: nn.Module) -> nn.Module:
+    """The converted model is for inference: eval mode, and its fp32 parts (fallbacks, an fp32
+    output) hold no grad-tracking parameters, so outputs never require grad (``.numpy()``
+    works on them as on int8 outputs)."""
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model.eval()
 
 
 def _is_prepared(module: torch.fx.GraphModule) -> bool:
