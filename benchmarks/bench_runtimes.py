@@ -70,6 +70,7 @@ from inc_flow.quant.latency import time_side_by_side  # noqa: E402
 from inc_flow.search.speed import FP32, TRIAL, Candidate, Spread  # noqa: E402
 
 TORCH_FX, OPENVINO = "torch_fx", "openvino"
+OV_INT8 = "openvino_int8"  # not a config value: OpenVINO's all-int8 plan, untuned
 
 BEGIN = "<!-- bench_runtimes:begin -->"
 END = "<!-- bench_runtimes:end -->"
@@ -101,8 +102,29 @@ class Case:
 
     def tuned_dir(self, runtime: str = TORCH_FX) -> Path:
         """The output directory of the plan tuned with ``quantization.runtime: [runtime]``
-        (tuned here unless ``--reuse`` finds one)."""
-        return self.once(f"tuned_dir:{runtime}", functools.partial(self._tune, runtime))
+        (tuned here unless ``--reuse`` finds one); ``OV_INT8``: OpenVINO's all-int8 plan."""
+        make = self._ov_int8 if runtime == OV_INT8 else functools.partial(self._tune, runtime)
+        return self.once(f"tuned_dir:{runtime}", make)
+
+    def _ov_int8(self) -> Path:
+        """OpenVINO's all-int8 plan (NNCF, the config's calibration samples), saved."""
+        from inc_flow.model.output import QuantizedModel
+        from inc_flow.quant.engine import FxEngine
+        from inc_flow.quant.openvino import OpenVinoEngine
+        from inc_flow.search.plan import default_plan
+
+        out = self.workdir / self.name / "output_openvino_int8"
+        if self.args.reuse and (out / "best_configure.yaml").is_file():
+            self.notes.append(f"{self.name}: OpenVINO all-int8 plan reused from {out}")
+            return out
+        cal = self.cfg.quantization.calibration
+        size = int(cal.sampling_size[0])
+        with quiet():
+            plan = default_plan(FxEngine(self.fp32, self.example).ops(), runtime=OPENVINO)
+            calib = build_dataloader(cal.dataloader)
+            engine = OpenVinoEngine(self.fp32, self.example, calib, size)
+            QuantizedModel(engine.build(plan), plan, self.example, size).save(out)
+        return out
 
     def _tune(self, runtime: str) -> Path:
         suffix = "" if runtime == TORCH_FX else f"_{runtime}"
@@ -214,7 +236,7 @@ def _load_pyfunc(threads: str | None, runtime: str = TORCH_FX) -> Callable[[Case
 
 
 def _need(runtime: str) -> None:
-    if runtime == OPENVINO:
+    if runtime in (OPENVINO, OV_INT8):
         try:
             import nncf  # noqa: F401
             import openvino  # noqa: F401
@@ -227,10 +249,13 @@ def _tuned(case: Case) -> nn.Module:
         return inc_flow.load(case.tuned_dir(), copy.deepcopy(case.fp32)).eval()
 
 
-def _tuned_ov(case: Case) -> nn.Module:
-    _need(OPENVINO)
-    with quiet():
-        return inc_flow.load(case.tuned_dir(OPENVINO)).eval()  # the IR: no fp32 model needed
+def _tuned_ov(runtime: str) -> Callable[[Case], nn.Module]:
+    def build(case: Case) -> nn.Module:
+        _need(OPENVINO)
+        with quiet():
+            return inc_flow.load(case.tuned_dir(runtime)).eval()  # the IR: no fp32 model
+
+    return build
 
 
 def _ov_fp32(case: Case) -> nn.Module:
@@ -250,6 +275,7 @@ def _ov_predict(model: nn.Module, x: torch.Tensor) -> Any:
 FP32_NAME, TUNED_NAME = "fp32 eager", "tuned plan (`inc_flow.load`)"
 ONE_SHOT = "FX int8 one-shot (x86)"
 OV_TUNED = "OpenVINO tuned plan (`inc_flow.load`)"
+OV_ALL_INT8 = "OpenVINO all-int8, untuned (`inc_flow.load`)"
 RUNTIMES: list[Runtime] = [
     Runtime(FP32_NAME, lambda case: case.fp32, _call),
     Runtime(
@@ -268,12 +294,19 @@ RUNTIMES: list[Runtime] = [
         goal=False,
     ),
     Runtime("OpenVINO fp32 (compiled)", _ov_fp32, _ov_predict),
-    Runtime(OV_TUNED, _tuned_ov, _ov_predict),
+    Runtime(OV_TUNED, _tuned_ov(OPENVINO), _ov_predict),
     Runtime(
         "OpenVINO tuned plan, pyfunc `predict`",
         _load_pyfunc(None, OPENVINO),
         _pyfunc_predict,
         OV_TUNED,
+    ),
+    Runtime(OV_ALL_INT8, _tuned_ov(OV_INT8), _ov_predict),
+    Runtime(
+        "OpenVINO all-int8, pyfunc `predict`",
+        _load_pyfunc(None, OV_INT8),
+        _pyfunc_predict,
+        OV_ALL_INT8,
     ),
 ]
 
@@ -399,7 +432,8 @@ def goal_lines(
 
 
 SHIPPED = (TUNED_NAME, "tuned plan, pyfunc `predict`", OV_TUNED,
-           "OpenVINO tuned plan, pyfunc `predict`")  # fmt: skip
+           "OpenVINO tuned plan, pyfunc `predict`", OV_ALL_INT8,
+           "OpenVINO all-int8, pyfunc `predict`")  # fmt: skip
 GOAL_B1, GOAL_BN = 2.0, 1.05  # shipped model vs FX int8 one-shot, ResNet18, 2 threads
 
 

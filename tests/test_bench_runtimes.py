@@ -65,7 +65,7 @@ def test_goal_lines_name_each_pyfunc_and_the_verdict():
     (missed,) = br.goal_lines(br.summarize("m", 2, 32, slow, WRAPS))
     assert missed.endswith("MISSED")
     assert br.goal_lines(lines, checked={RAW}) == []  # a comparison row is not checked
-    assert [rt.goal for rt in br.RUNTIMES if rt.wraps] == [True, False, True]
+    assert [rt.goal for rt in br.RUNTIMES if rt.wraps] == [True, False, True, True]
 
 
 def test_runtimes_are_an_extensible_list_with_fp32_first():
@@ -73,7 +73,7 @@ def test_runtimes_are_an_extensible_list_with_fp32_first():
     assert names[0] == FP32 and len(set(names)) == len(names)
     assert all(rt.wraps in (None, *names) for rt in br.RUNTIMES)
     # the pyfunc rows: FX tuned plan (default threads, 1 thread), OpenVINO tuned plan
-    assert [rt.wraps for rt in br.RUNTIMES if rt.wraps] == [RAW, RAW, br.OV_TUNED]
+    assert [rt.wraps for rt in br.RUNTIMES if rt.wraps] == [RAW, RAW, br.OV_TUNED, br.OV_ALL_INT8]
     assert set(br.SHIPPED) <= set(names) and br.ONE_SHOT in names
 
 
