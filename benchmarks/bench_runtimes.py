@@ -69,6 +69,9 @@ from inc_flow.quant.evaluate import repeat_batch  # noqa: E402
 from inc_flow.quant.latency import time_side_by_side  # noqa: E402
 from inc_flow.search.speed import FP32, TRIAL, Candidate, Spread  # noqa: E402
 
+TORCH_FX, OPENVINO = "torch_fx", "openvino"
+OV_INT8 = "openvino_int8"  # not a config value: OpenVINO's all-int8 plan, untuned
+
 BEGIN = "<!-- bench_runtimes:begin -->"
 END = "<!-- bench_runtimes:end -->"
 GOAL_OVERHEAD = 0.10  # the pyfunc within 10 % of the model it wraps, at batch N
@@ -97,40 +100,66 @@ class Case:
             self.cache[key] = make()
         return self.cache[key]
 
-    def tuned_dir(self) -> Path:
-        """The tuned plan's output directory (tuned here unless ``--reuse`` finds one)."""
-        return self.once("tuned_dir", self._tune)
+    def tuned_dir(self, runtime: str = TORCH_FX) -> Path:
+        """The output directory of the plan tuned with ``quantization.runtime: [runtime]``
+        (tuned here unless ``--reuse`` finds one); ``OV_INT8``: OpenVINO's all-int8 plan."""
+        make = self._ov_int8 if runtime == OV_INT8 else functools.partial(self._tune, runtime)
+        return self.once(f"tuned_dir:{runtime}", make)
 
-    def _tune(self) -> Path:
-        out = self.workdir / self.name / "output"
+    def _ov_int8(self) -> Path:
+        """OpenVINO's all-int8 plan (NNCF, the config's calibration samples), saved."""
+        from inc_flow.model.output import QuantizedModel
+        from inc_flow.quant.engine import FxEngine
+        from inc_flow.quant.openvino import OpenVinoEngine
+        from inc_flow.search.plan import default_plan
+
+        out = self.workdir / self.name / "output_openvino_int8"
         if self.args.reuse and (out / "best_configure.yaml").is_file():
-            self.notes.append(f"{self.name}: tuned plan reused from {out}")
+            self.notes.append(f"{self.name}: OpenVINO all-int8 plan reused from {out}")
+            return out
+        cal = self.cfg.quantization.calibration
+        size = int(cal.sampling_size[0])
+        with quiet():
+            plan = default_plan(FxEngine(self.fp32, self.example).ops(), runtime=OPENVINO)
+            calib = build_dataloader(cal.dataloader)
+            engine = OpenVinoEngine(self.fp32, self.example, calib, size)
+            QuantizedModel(engine.build(plan), plan, self.example, size).save(out)
+        return out
+
+    def _tune(self, runtime: str) -> Path:
+        suffix = "" if runtime == TORCH_FX else f"_{runtime}"
+        out = self.workdir / self.name / f"output{suffix}"
+        if self.args.reuse and (out / "best_configure.yaml").is_file():
+            self.notes.append(f"{self.name}: {runtime} tuned plan reused from {out}")
             return out
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         raw = self.cfg.to_dict()
-        raw["tuning"]["workspace"] = {"path": str(self.workdir / self.name / "ws")}
-        raw["tuning"]["study_name"] = f"bench-runtimes-{self.name}-{stamp}"
-        print(f"== {self.name}: tuning with {self.args.conf[self.name]}", flush=True)
+        raw["quantization"]["runtime"] = [runtime]
+        raw["tuning"]["workspace"] = {"path": str(self.workdir / self.name / f"ws{suffix}")}
+        raw["tuning"]["study_name"] = f"bench-runtimes-{self.name}{suffix}-{stamp}"
+        print(f"== {self.name}: tuning with {self.args.conf[self.name]}, runtime {runtime}",
+              flush=True)  # fmt: skip
         start = time.perf_counter()
         with quiet():
             outcome = quantize(Config.from_dict(raw), model=copy.deepcopy(self.fp32))
         r = outcome.result
         if outcome.q_model is None:
-            raise Skip(f"no plan met the target ({r.stop_reason})")
+            raise Skip(f"no {runtime} plan met the target ({r.stop_reason})")
         fp32_ops = list(outcome.q_model.plan.fp32_ops)
         self.notes.append(
-            f"{self.name}: tuned in {time.perf_counter() - start:.0f} s, {r.n_trials} trial(s), "
+            f"{self.name}, runtime {runtime}: tuned in {time.perf_counter() - start:.0f} s, "
+            f"{r.n_trials} trial(s), "
             f"top-1 {r.best.accuracy:.4f} (fp32 {r.baseline_accuracy:.4f}, "
             f"{r.best.eval_total} eval samples), fp32 ops: {', '.join(fp32_ops) or 'none'}"
         )
         outcome.q_model.save(out)
         return out
 
-    def logged_uri(self) -> str:
+    def logged_uri(self, runtime: str = TORCH_FX) -> str:
         """The tuned plan logged once as inc_flow's pyfunc (default: torch's threads)."""
-        return self.once("logged_uri", self._log)
+        return self.once(f"logged_uri:{runtime}", functools.partial(self._log, runtime))
 
-    def _log(self) -> str:
+    def _log(self, runtime: str) -> str:
         import mlflow
 
         from inc_flow.model.pyfunc import log_model
@@ -146,9 +175,9 @@ class Case:
             )
         )  # artifacts under the workdir too, not ./mlruns
         example = self.example[:2].numpy()
-        run = mlflow.start_run(experiment_id=experiment, run_name=f"{self.name}-pyfunc")
+        run = mlflow.start_run(experiment_id=experiment, run_name=f"{self.name}-{runtime}")
         with run, quiet():
-            info = log_model(self.tuned_dir(), self.cfg.model.factory, example)
+            info = log_model(self.tuned_dir(runtime), self.cfg.model.factory, example)
         return info.model_uri
 
 
@@ -195,14 +224,24 @@ def _env(name: str, value: str | None) -> Iterator[None]:
             os.environ[name] = old
 
 
-def _load_pyfunc(threads: str | None) -> Callable[[Case], Any]:
+def _load_pyfunc(threads: str | None, runtime: str = TORCH_FX) -> Callable[[Case], Any]:
     def build(case: Case) -> Any:
         import mlflow
 
+        _need(runtime)
         with _env(ENV_THREADS, threads), quiet():
-            return mlflow.pyfunc.load_model(case.logged_uri())
+            return mlflow.pyfunc.load_model(case.logged_uri(runtime))
 
     return build
+
+
+def _need(runtime: str) -> None:
+    if runtime in (OPENVINO, OV_INT8):
+        try:
+            import nncf  # noqa: F401
+            import openvino  # noqa: F401
+        except ImportError as e:
+            raise Skip(f"the [openvino] extra is not installed ({e})") from e
 
 
 def _tuned(case: Case) -> nn.Module:
@@ -210,11 +249,37 @@ def _tuned(case: Case) -> nn.Module:
         return inc_flow.load(case.tuned_dir(), copy.deepcopy(case.fp32)).eval()
 
 
+def _tuned_ov(runtime: str) -> Callable[[Case], nn.Module]:
+    def build(case: Case) -> nn.Module:
+        _need(OPENVINO)
+        with quiet():
+            return inc_flow.load(case.tuned_dir(runtime)).eval()  # the IR: no fp32 model
+
+    return build
+
+
+def _ov_fp32(case: Case) -> nn.Module:
+    """The fp32 model converted and compiled by OpenVINO (``bench_openvino.build``)."""
+    _need(OPENVINO)
+    from bench_openvino import NAMES, build
+
+    with quiet():
+        return build(NAMES[3], case.fp32, [case.example[:64]])  # no calibration for fp32
+
+
+def _ov_predict(model: nn.Module, x: torch.Tensor) -> Any:
+    with torch.no_grad():
+        return model(x)
+
+
 FP32_NAME, TUNED_NAME = "fp32 eager", "tuned plan (`inc_flow.load`)"
+ONE_SHOT = "FX int8 one-shot (x86)"
+OV_TUNED = "OpenVINO tuned plan (`inc_flow.load`)"
+OV_ALL_INT8 = "OpenVINO all-int8, untuned (`inc_flow.load`)"
 RUNTIMES: list[Runtime] = [
     Runtime(FP32_NAME, lambda case: case.fp32, _call),
     Runtime(
-        "FX int8 one-shot (x86)",
+        ONE_SHOT,
         lambda case: fx_one_shot(case.fp32, case.cfg)[0],
         _call,
         backend="x86",
@@ -227,6 +292,21 @@ RUNTIMES: list[Runtime] = [
         _pyfunc_predict,
         TUNED_NAME,
         goal=False,
+    ),
+    Runtime("OpenVINO fp32 (compiled)", _ov_fp32, _ov_predict),
+    Runtime(OV_TUNED, _tuned_ov(OPENVINO), _ov_predict),
+    Runtime(
+        "OpenVINO tuned plan, pyfunc `predict`",
+        _load_pyfunc(None, OPENVINO),
+        _pyfunc_predict,
+        OV_TUNED,
+    ),
+    Runtime(OV_ALL_INT8, _tuned_ov(OV_INT8), _ov_predict),
+    Runtime(
+        "OpenVINO all-int8, pyfunc `predict`",
+        _load_pyfunc(None, OV_INT8),
+        _pyfunc_predict,
+        OV_ALL_INT8,
     ),
 ]
 
@@ -245,6 +325,7 @@ class Line:
     speedup: Mapping[int, Spread] = field(default_factory=dict)
     overhead: Mapping[int, Spread] = field(default_factory=dict)  # pyfunc / raw - 1
     skipped: str = ""
+    top1: float | None = None  # argmax accuracy on the case's eval subset
 
 
 def summarize(
@@ -254,6 +335,7 @@ def summarize(
     samples: Mapping[str, Mapping[int, Sequence[float]]],
     wraps: Mapping[str, str | None],
     fp32: str = FP32_NAME,
+    top1: Mapping[str, float] | None = None,
 ) -> list[Line]:
     """Lines from the side-by-side round's samples (runtime -> batch -> ms per round), in
     ``wraps``' order (runtime -> the runtime it serves, or None). Speed-up = fp32 / runtime
@@ -279,6 +361,7 @@ def summarize(
                 latency={b: Spread.of(v) for b, v in mine.items()},
                 speedup={b: ratios(samples[fp32][b], v) for b, v in mine.items()},
                 overhead=overhead,
+                top1=(top1 or {}).get(name),
             )
         )
     return lines
@@ -300,25 +383,30 @@ def _pct(s: Spread | None) -> str:
 def table(lines: Sequence[Line]) -> list[str]:
     """The markdown table: one row per model, thread count and runtime."""
     out = [
-        "| model | threads | runtime | latency b1 (ms) | speed-up b1 | latency bN (ms) "
+        "| model | threads | runtime | top-1 | latency b1 (ms) | speed-up b1 | latency bN (ms) "
         "| speed-up bN | pyfunc overhead b1 | pyfunc overhead bN |",
-        "|" + "---|" * 9,
+        "|" + "---|" * 10,
     ]
     for ln in lines:
         n = ln.batch
         if ln.skipped:
             out.append(
-                f"| {ln.model} | {ln.threads} | {ln.runtime} | skipped: {ln.skipped} "
+                f"| {ln.model} | {ln.threads} | {ln.runtime} | - | skipped: {ln.skipped} "
                 "| - | - | - | - | - |"
             )
             continue
         out.append(
-            f"| {ln.model} | {ln.threads} | {ln.runtime} | {_ms(ln.latency.get(1))} "
+            f"| {ln.model} | {ln.threads} | {ln.runtime} | {_acc(ln.top1)} "
+            f"| {_ms(ln.latency.get(1))} "
             f"| {_spread_x(ln.speedup.get(1))} | {_ms(ln.latency.get(n))} (b{n}) "
             f"| {_spread_x(ln.speedup.get(n))} | {_pct(ln.overhead.get(1))} "
             f"| {_pct(ln.overhead.get(n))} |"
         )
     return out
+
+
+def _acc(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}".replace("%", " %")
 
 
 def _spread_x(s: Spread | None) -> str:
@@ -343,6 +431,67 @@ def goal_lines(
     return out
 
 
+SHIPPED = (TUNED_NAME, "tuned plan, pyfunc `predict`", OV_TUNED,
+           "OpenVINO tuned plan, pyfunc `predict`", OV_ALL_INT8,
+           "OpenVINO all-int8, pyfunc `predict`")  # fmt: skip
+GOAL_B1, GOAL_BN = 2.0, 1.05  # shipped model vs FX int8 one-shot, ResNet18, 2 threads
+
+
+def fastest_lines(lines: Sequence[Line]) -> list[str]:
+    """Per model, thread count and batch: the runtime with the lowest median latency."""
+    out = []
+    groups: dict[tuple[str, int], list[Line]] = {}
+    for ln in lines:
+        if not ln.skipped:
+            groups.setdefault((ln.model, ln.threads), []).append(ln)
+    for (model, threads), group in groups.items():
+        for b in (1, group[0].batch):
+            best = min(group, key=lambda ln: ln.latency[b].median)
+            out.append(
+                f"- {model}, {threads} thread(s), b{b}: fastest is {best.runtime} "
+                f"({best.latency[b].median:.3f} ms, top-1 {_acc(best.top1)})"
+            )
+    return out
+
+
+def ship_lines(lines: Sequence[Line], shipped: Collection[str] = SHIPPED) -> list[str]:
+    """Each shipped row against FX int8 one-shot of its model and thread count: speed-up
+    (ratio of median latencies) at b1 (goal >= 2x) and bN (>= 1.05x), top-1 same or better."""
+    base = {(ln.model, ln.threads): ln for ln in lines if ln.runtime == ONE_SHOT and ln.latency}
+    out = []
+    for ln in lines:
+        ref = base.get((ln.model, ln.threads))
+        if ln.runtime not in shipped or ln.skipped or ref is None:
+            continue
+        n = ln.batch
+        r1 = ref.latency[1].median / ln.latency[1].median
+        rn = ref.latency[n].median / ln.latency[n].median
+        acc_ok = ln.top1 is not None and ref.top1 is not None and ln.top1 >= ref.top1
+        verdict = "met" if r1 >= GOAL_B1 and rn >= GOAL_BN and acc_ok else "MISSED"
+        out.append(
+            f"- {ln.model}, {ln.threads} thread(s), {ln.runtime} vs {ONE_SHOT}: b1 {r1:.2f}x, "
+            f"b{n} {rn:.2f}x, top-1 {_acc(ln.top1)} vs {_acc(ref.top1)}: goal (>= "
+            f"{GOAL_B1:g}x, >= {GOAL_BN:g}x, same or better) {verdict}"
+        )
+    return out
+
+
+def top1_of(
+    predict: Callable[[torch.Tensor], Any], batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
+) -> float:
+    """argmax top-1 of ``predict`` (a torch batch -> logits, tensor or numpy) on ``batches``."""
+    hits = total = 0
+    for x, y in batches:
+        out = predict(x)
+        if isinstance(out, torch.Tensor):
+            out = out.dequantize() if out.is_quantized else out
+        else:
+            out = torch.as_tensor(out)
+        hits += int((out.argmax(1) == y).sum())
+        total += len(y)
+    return hits / total
+
+
 # --- one model ----------------------------------------------------------------------------
 def make_case(name: str, args: argparse.Namespace) -> Case | str:
     """The model's case, or why it is skipped."""
@@ -356,10 +505,18 @@ def make_case(name: str, args: argparse.Namespace) -> Case | str:
         raw["evaluation"]["accuracy"]["iteration"] = args.eval_batches
     cfg = Config.from_dict(raw)
     args.conf[name] = subject.conf.relative_to(ROOT)
-    example, _ = split_batch(next(iter(build_dataloader(cfg.evaluation.accuracy.dataloader))))
+    limit = cfg.evaluation.accuracy.iteration
+    evals = []
+    for i, b in enumerate(build_dataloader(cfg.evaluation.accuracy.dataloader)):
+        if limit is not None and 0 < limit <= i:
+            break
+        x, y = split_batch(b)
+        evals.append((x, torch.as_tensor(y)))
     batch = int(cfg.evaluation.performance.dataloader.batch_size)
     fp32 = subject.load().eval()
-    return Case(name, cfg, fp32, example, batch, args.workdir, args)
+    case = Case(name, cfg, fp32, evals[0][0], batch, args.workdir, args)
+    case.cache["evals"] = evals
+    return case
 
 
 def bench(name: str, args: argparse.Namespace, runtimes: Sequence[Runtime]) -> list[Line]:
@@ -381,6 +538,18 @@ def bench(name: str, args: argparse.Namespace, runtimes: Sequence[Runtime]) -> l
         candidates.append(Candidate(rt.name, functools.partial(rt.predict, obj), kind, rt.backend))
     if FP32_NAME not in built:
         raise SystemExit(f"{name}: the fp32 runtime could not be built: {skipped}")
+    evals = case.cache["evals"]
+    top1 = {}
+    torch.set_num_threads(max(args.threads))
+    for c in candidates:
+        if c.backend:
+            torch.backends.quantized.engine = c.backend
+        with torch.no_grad(), quiet():
+            top1[c.name] = top1_of(c.model, evals)
+    case.notes.append(
+        f"{name}: top-1 of every row on the same {sum(len(y) for _, y in evals)} eval samples "
+        f"(argmax, {max(args.threads)} thread(s))"
+    )
     inputs = {1: repeat_batch(case.example, 1), case.batch: repeat_batch(case.example, case.batch)}
     lines: list[Line] = []
     for threads in args.threads:
@@ -396,7 +565,7 @@ def bench(name: str, args: argparse.Namespace, runtimes: Sequence[Runtime]) -> l
             f"{name}: round at {threads} thread(s) took {time.perf_counter() - start:.0f} s"
         )
         wraps = {n: rt.wraps for n, rt in built.items()}
-        lines += summarize(name, threads, case.batch, samples, wraps)
+        lines += summarize(name, threads, case.batch, samples, wraps, top1=top1)
         lines += [Line(name, threads, n, case.batch, skipped=why) for n, why in skipped.items()]
     args.notes += case.notes
     return lines
@@ -416,8 +585,10 @@ def header(args: argparse.Namespace) -> list[str]:
         "per round; pyfunc overhead: pyfunc / `inc_flow.load` model - 1 per round; both "
         "median (min-max). The pyfunc rows call `mlflow.pyfunc.load_model(uri).predict` on "
         "a numpy batch (MLflow's schema check and inc_flow's input checks included). "
-        f"Tuning: the model's `conf/` file, eval set {evals}, tracking off; timing only, "
-        "no accuracy here.",
+        f"Tuning: the model's `conf/` file, eval set {evals}, tracking off; the FX tuned "
+        "plan with `quantization.runtime: [torch_fx]`, the OpenVINO one with `[openvino]` "
+        "(saved as IR, loaded with `inc_flow.load`). top-1: argmax accuracy of every row "
+        "on that same eval subset.",
         "",
         "Latencies are noisy: a shared 2-core machine; compare rows of one table only.",
         "",
@@ -479,6 +650,7 @@ def main(argv: list[str] | None = None) -> None:
         "at end {:.1f}, {:.1f}, {:.1f}".format(*os.getloadavg())
     )
     goals = goal_lines(lines, {rt.name for rt in RUNTIMES if rt.goal})
+    goals += ship_lines(lines) + fastest_lines(lines)
     text = "\n".join(header(args) + table(lines) + ["", *goals])
     print("\n" + text + "\n\n" + "\n".join(args.notes))
     args.out.parent.mkdir(parents=True, exist_ok=True)

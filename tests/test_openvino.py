@@ -243,3 +243,89 @@ def test_search_tries_each_runtime_after_the_default_and_may_choose_openvino_fp3
     ]
     assert all(r.state == "passed" for r in tracker.records)  # OpenVINO fp32 is an answer
     assert result.best.plan.runtime == "openvino" and not result.best.plan.int8_ops
+
+
+@needs_openvino
+@pytest.mark.slow
+def test_mlflow_models_serve_serves_a_registered_openvino_model(built, tmp_path, monkeypatch):
+    """A real `mlflow models serve` of the registered OpenVINO champion (conv2 fp32) answers
+    with the outputs of the evaluated model; a bad request gets a 400."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    import mlflow
+
+    from inc_flow.model import pyfunc, registry
+    from inc_flow.model.output import QuantizedModel
+    from tests.helpers.http import free_port, post_json
+
+    (tmp_path / TOY_PACKAGE).mkdir()
+    (tmp_path / TOY_PACKAGE / "__init__.py").write_text("")
+    (tmp_path / TOY_PACKAGE / "net.py").write_text(TOY_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    experiment = mlflow.MlflowClient().create_experiment(
+        "ov-serve", artifact_location=(tmp_path / "mlruns").as_uri()
+    )  # artifacts at an absolute place the server (another cwd) finds
+    q = QuantizedModel(built.model, built.plan, built.example, 32)
+    with mlflow.start_run(experiment_id=experiment):
+        info = pyfunc.log_model(q, FACTORY)
+    tags = {"backend": "x86", "runtime": "openvino", "approach": Approach.STATIC.value,
+            "study": "ov"}  # fmt: skip
+    registry.register(
+        info.model_uri, "ov-serve", {"accuracy": 0.9, "relative_drop": 0.0, "latency_ms": 1.0},
+        tags, eval_data="d", criterion="c", meets_target=True,
+    )  # fmt: skip
+    elsewhere = tmp_path / "elsewhere"  # neither the repository nor the toy package is here
+    elsewhere.mkdir()
+    venv_bin = Path(sys.executable).parent
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(),
+        "MLFLOW_REGISTRY_URI": mlflow.get_registry_uri(),
+        "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",  # serve runs `uvicorn`
+        "PYTHONPATH": str(root),  # inc_flow installed (a requirement of the model)
+    }
+    port = free_port()
+    command = [str(venv_bin / "mlflow"), "models", "serve", "-m", "models:/ov-serve@champion"]
+    command += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            command, cwd=elsewhere, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+        start = time.monotonic()
+        try:
+            while True:
+                assert server.poll() is None, log_path.read_text()[-3000:]
+                assert time.monotonic() - start < 90, "the server did not answer /ping in 90 s"
+                try:
+                    with urllib.request.urlopen(f"{base}/ping", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    time.sleep(0.25)
+            x = np.random.default_rng(2).standard_normal((3, *toys.SHAPE), dtype=np.float32)
+            status, body = post_json(
+                f"{base}/invocations", json.dumps({"inputs": x.tolist()}).encode()
+            )
+            assert status == 200, body
+            with torch.no_grad():
+                expected = built.model(torch.from_numpy(x)).numpy()
+            # float32 -> JSON -> float32 is exact both ways
+            assert np.array_equal(np.array(body["predictions"], np.float32), expected)
+            status, body = post_json(f"{base}/invocations", b'{"inputs": [[1.0, 2.0]]}')
+            assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE", body
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=15)
