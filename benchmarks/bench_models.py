@@ -26,7 +26,6 @@ import argparse
 import datetime
 import logging
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from bench_tuning import (  # noqa: E402
     Row,
     measure_rows,
     quiet,
+    splice_between,
     trial_lines,
     tuner_round,
 )
@@ -269,12 +269,7 @@ def header(args: argparse.Namespace) -> list[str]:
 
 def splice_readme(readme: Path, text: str) -> bool:
     """Replace the text between the markers in ``readme``; False when they are missing."""
-    body = readme.read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    if not pattern.search(body):
-        return False
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}\n{END}", body))
-    return True
+    return splice_between(readme, text, BEGIN, END)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

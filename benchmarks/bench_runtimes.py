@@ -42,7 +42,6 @@ import functools
 import logging
 import os
 import platform
-import re
 import sys
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -58,7 +57,7 @@ for path in (ROOT, ROOT / "benchmarks"):  # `python benchmarks/bench_runtimes.py
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from bench_tuning import SUBJECTS, fx_one_shot, quiet  # noqa: E402
+from bench_tuning import SUBJECTS, fx_one_shot, quiet, splice_between  # noqa: E402
 
 import inc_flow  # noqa: E402
 from inc_flow.api import quantize  # noqa: E402
@@ -597,12 +596,7 @@ def header(args: argparse.Namespace) -> list[str]:
 
 def splice_readme(readme: Path, text: str) -> bool:
     """Replace the text between the markers in ``readme``; False when they are missing."""
-    body = readme.read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
-    if not pattern.search(body):
-        return False
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{text}\n{END}", body))
-    return True
+    return splice_between(readme, text, BEGIN, END)
 
 
 def _ints(text: str) -> list[int]:

@@ -34,6 +34,7 @@ import copy
 import datetime
 import logging
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -411,6 +412,17 @@ def _drop(base: float, value: float) -> float:
 
 def _s(spread: Spread | None, spec: str = ".3f", unit: str = "") -> str:
     return "-" if spread is None else spread.text(spec, unit)
+
+
+def splice_between(readme: Path, text: str, begin: str, end: str) -> bool:
+    """Replace the text between the ``begin``/``end`` markers in ``readme``; False when they
+    are missing (the file is left as it was)."""
+    body = readme.read_text()
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+    if not pattern.search(body):
+        return False
+    readme.write_text(pattern.sub(lambda _: f"{begin}\n{text}\n{end}", body))
+    return True
 
 
 def table(rows: list[Row]) -> list[str]:
