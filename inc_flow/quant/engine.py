@@ -23,6 +23,7 @@ from inc_flow.quant import stats
 from inc_flow.quant.ao import quiet
 from inc_flow.quant.evaluate import batch_size_of
 from inc_flow.quant.graph import calibrate, convert, list_ops, prepare, trace_targets
+from inc_flow.quant.samples import first_tensor
 from inc_flow.search.plan import Plan
 from inc_flow.vocab import Approach, Framework
 
@@ -189,19 +190,9 @@ def _run_batch(model: nn.Module, batch: Any) -> int:
     return batch_size_of(inputs)
 
 
-def _first_tensor(out: Any) -> torch.Tensor:
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, dict):
-        out = list(out.values())
-    if isinstance(out, tuple | list) and out:
-        return _first_tensor(out[0])
-    raise DataError(f"model output has no tensor: {type(out).__name__}")
-
-
 def _output_error(out: Any, ref: Any) -> float:
-    a = _first_tensor(out).float()
-    b = _first_tensor(ref).float()
+    a = first_tensor(out).float()
+    b = first_tensor(ref).float()
     if a.is_quantized:
         a = a.dequantize()
     return float(torch.mean((a - b) ** 2) / (torch.mean(b**2) + 1e-12))
