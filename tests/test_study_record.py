@@ -16,7 +16,7 @@ from inc_flow import quantize
 from inc_flow.config.sections import Config
 from inc_flow.record import keys as k
 from inc_flow.record import links, parent
-from inc_flow.record.datasets import study_datasets
+from inc_flow.record.datasets import log_datasets, study_datasets
 from inc_flow.record.tracking import MlflowTracker
 from inc_flow.search.plan import default_plan
 from inc_flow.search.records import StudyInfo
@@ -220,3 +220,56 @@ def test_the_comparison_lists_each_study_once():
     kept = unique_studies([full, other, empty_rerun, full])
     assert [s.run_id for s in kept] == ["a" * 32, "c" * 32]
     assert [s.run_id for s in unique_studies([empty_rerun, other])] == ["b" * 32, "c" * 32]
+
+
+class _RacingClient:
+    """MlflowClient whose first ``errors`` log_inputs calls fail as PostgreSQL fails the
+    second of two workers inserting the same dataset at once (the dataset is inserted)."""
+
+    def __init__(self, errors: int, message: str):
+        self.client, self.errors, self.message, self.calls = MlflowClient(), errors, message, 0
+
+    def log_inputs(self, run_id, datasets):
+        self.calls += 1
+        if self.calls <= self.errors:
+            from mlflow.exceptions import RestException
+
+            raise RestException({"error_code": "BAD_REQUEST", "message": self.message})
+        self.client.log_inputs(run_id, datasets=datasets)
+
+
+RACE = (
+    '(psycopg2.errors.UniqueViolation) duplicate key value violates unique constraint "dataset_pk"'
+)
+
+
+def test_a_dataset_another_worker_inserted_first_is_logged_again():
+    client = MlflowClient()
+    run_id = client.create_run("0").info.run_id
+    datasets = study_datasets("m", {"calibration data": CALIB_PART, "eval data": EVAL_PART})
+    racing = _RacingClient(1, RACE)
+    log_datasets(racing, run_id, datasets)
+    assert racing.calls == 2
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    client.set_terminated(run_id)
+    assert sorted(d.dataset.name for d in inputs) == ["m-calibration", "m-eval"]
+
+
+@pytest.mark.parametrize(
+    ("errors", "message", "calls"),
+    [(2, RACE, 2), (1, "RESOURCE_DOES_NOT_EXIST: run not found", 1)],
+    ids=["raced-twice", "other-error"],
+)
+def test_other_dataset_errors_and_a_second_race_are_raised(errors, message, calls):
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient()
+    run_id = client.create_run("0").info.run_id
+    racing = _RacingClient(errors, message)
+    with pytest.raises(MlflowException) as raised:
+        log_datasets(racing, run_id, study_datasets("m", {"calibration data": CALIB_PART}))
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    client.set_terminated(run_id)
+    assert message in str(raised.value)
+    assert racing.calls == calls
+    assert not inputs

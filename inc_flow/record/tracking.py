@@ -34,7 +34,7 @@ from mlflow.exceptions import MlflowException
 from inc_flow.config.sections import Config
 from inc_flow.record import best, fetch, parent
 from inc_flow.record import keys as k
-from inc_flow.record.datasets import study_datasets
+from inc_flow.record.datasets import log_datasets, study_datasets
 from inc_flow.record.outage import Outage, guarded
 from inc_flow.record.store import reach
 from inc_flow.record.values import (
@@ -141,8 +141,7 @@ class MlflowTracker:
             self.client.log_batch(run_id, metrics=metrics, params=rest)
         self.client.log_text(run_id, self.cfg.to_yaml(), k.ARTIFACT_CONFIG)
         self._datasets = study_datasets(self.cfg.model.name, dict(info.settings.fingerprint))
-        if self._datasets:
-            self.client.log_inputs(run_id, datasets=self._datasets)
+        log_datasets(self.client, run_id, self._datasets)
         self._kill_orphans(info)
         self._log_resumed(info)
         self.log_seconds += time.perf_counter() - start
@@ -218,8 +217,7 @@ class MlflowTracker:
             params=[Param(key, v) for key, v in plan_params(record.plan).items()],
             tags=[RunTag(key, v) for key, v in tags.items()],
         )
-        if self._datasets:
-            self.client.log_inputs(run_id, datasets=self._datasets)
+        log_datasets(self.client, run_id, self._datasets)
         if record.op_stats:
             self.client.log_table(run_id, columns(record.op_stats), k.ARTIFACT_OP_STATISTICS)
         self.client.log_text(run_id, yaml.safe_dump(record.plan.to_dict()), k.ARTIFACT_PLAN)
