@@ -77,3 +77,30 @@ def test_an_eval_func_probes_the_calibration_data_or_says_it_cannot() -> None:
     blind = MetricEvaluator(eval_func=lambda m: 0.5)
     with pytest.raises(MetricError, match="no probe data"):
         blind.probe(Scores(), Scores(), None)
+
+
+def test_on_calibration_data_a_probe_reads_on_until_enough_disagreements() -> None:
+    loader = DataLoader(TensorDataset(data(), torch.zeros(40)), batch_size=8)
+    fp32, int8 = Scores(), Scores(shift=1.0, rows=(3, 17, 30))  # wrong: 3, 5 (a tie), 17, 30
+
+    def evaluator(most: int) -> MetricEvaluator:
+        return MetricEvaluator(
+            eval_func=lambda m: 0.5,
+            probe_loader=loader,
+            probe_limit=8,
+            probe_disagreements=3,
+            probe_most=most,
+        )
+
+    full = evaluator(40)
+    probe = full.probe(int8, fp32, None)
+    # batch 0 has two disagreements, batch 1 none, batch 2 the third: three batches read
+    assert probe.indices == tuple(range(24)) and probe.cost == 2 * 24
+    assert [i for i, ok in enumerate(probe.agrees()) if not ok] == [3, 5, 17]
+    # fp32's outputs were kept: only the new model runs where fp32 already did
+    other = full.probe(Scores(shift=1.0, rows=(3,)), fp32, None)  # two disagreements only
+    assert other.indices == tuple(range(40)) and other.cost == 40 + 16
+    picked = full.probe(int8, fp32, (17, 30))  # a selection past probe_limit: fp32 kept
+    assert picked.agrees() == [False, False] and picked.cost == 2
+    capped = evaluator(16).probe(int8, fp32, None)
+    assert capped.indices == tuple(range(16))  # probe_most stops it short of the third

@@ -86,7 +86,9 @@ class MetricEvaluator:
 
     ``probe`` (``search.ports.HasProbe``) compares a model with fp32 sample by sample on the
     eval set, reusing the outputs recorded during ``evaluate``; with an ``eval_func``, on the
-    first ``probe_limit`` samples of ``probe_loader`` (the calibration data), if given.
+    calibration data (``probe_loader``), if given: at least its first ``probe_limit`` samples,
+    more until the model disagrees with fp32 on ``probe_disagreements`` of them, at most
+    ``probe_most`` (``quant.samples.SampleProbe``).
     """
 
     def __init__(
@@ -100,6 +102,8 @@ class MetricEvaluator:
         threads: int | None = None,
         probe_loader: Iterable[Any] | None = None,
         probe_limit: int = 1024,
+        probe_disagreements: int = 128,
+        probe_most: int = 16384,
     ) -> None:
         if eval_func is None and (dataloader is None or metric is None):
             raise MetricError("evaluation needs eval_func, or an eval dataloader and a metric")
@@ -118,7 +122,9 @@ class MetricEvaluator:
         if eval_func is None:
             self.samples = SampleProbe(dataloader, ranks_classes(metric), batches=iteration)
         elif probe_loader is not None:
-            self.samples = SampleProbe(probe_loader, True, limit=probe_limit)
+            self.samples = SampleProbe(
+                probe_loader, True, probe_limit, -1, probe_disagreements, probe_most
+            )
 
     def total_samples(self) -> int | None:
         if self.dataloader is None:

@@ -5,6 +5,12 @@ them sample by sample into a ``search.probe.Probe``: argmax class, whether the t
 fp32's top-1 margin and the output error. Outputs of full evaluations are recorded per batch
 (``record``), so probing all-int8 over every eval sample after its evaluation runs nothing
 again. Only the first tensor of a model's output is compared, flattened per sample.
+
+On calibration data (an ``eval_func``'s ranking), a probe of every sample reads at least
+``limit`` samples, then goes on until the model disagrees with fp32 on ``disagreements`` of
+them or ``most`` samples are read: a plan close to fp32 needs more samples before the ranking
+can tell candidates apart. fp32's outputs there are kept (``KEEP_VALUES`` at most), so it runs
+once per sample.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from inc_flow.search.probe import Probe
 
 MAX_VALUES = 4096  # per sample: larger outputs are not recorded (probes run them again)
 KEPT_RUNS = 3  # models whose recorded outputs are kept: the first (fp32), the two latest
+KEEP_VALUES = 1 << 24  # values of the reference's probed outputs kept (64 MB of float32)
 
 
 def first_tensor(out: Any) -> torch.Tensor:
@@ -72,12 +79,22 @@ def compare(out: torch.Tensor, ref: torch.Tensor, classes: bool) -> dict[str, li
 class SampleProbe:
     """Probes over ``loader``: its first ``limit`` samples (None: all) and ``batches`` batches
     (<= 0: all; an eval loader's ``iteration``). ``classes``: compare argmax classes
-    (classification metrics, ``eval_func``), else output errors only."""
+    (classification metrics, ``eval_func``), else output errors only. ``disagreements`` > 0
+    (with ``limit`` and ``classes``): a probe of every sample goes on past ``limit`` until the
+    model disagrees with the reference on that many samples, up to ``most`` samples."""
 
     def __init__(
-        self, loader: Iterable[Any], classes: bool, limit: int | None = None, batches: int = -1
+        self,
+        loader: Iterable[Any],
+        classes: bool,
+        limit: int | None = None,
+        batches: int = -1,
+        disagreements: int = 0,
+        most: int | None = None,
     ) -> None:
         self.loader, self.classes, self.limit, self.batches = loader, classes, limit, batches
+        self.disagreements = disagreements if limit is not None and classes else 0
+        self.most = max(most or 0, limit) if self.disagreements and limit is not None else limit
         self._runs: OrderedDict[int, tuple[Any, dict[int, torch.Tensor]]] = OrderedDict()
         self._subsets: dict[tuple[int, ...], list[tuple[int, list[int], Any]]] = {}
 
@@ -94,6 +111,18 @@ class SampleProbe:
         if values.shape[1] <= MAX_VALUES:
             self._runs[key][1][batch] = values
 
+    def _keep(self, reference: Any, batch: int, values: torch.Tensor) -> None:
+        """Keep the reference's outputs on batch ``batch``, probed (``KEEP_VALUES``)."""
+        run = self._runs.get(id(reference))
+        if run is None or run[0] is not reference:
+            if batch != 0:
+                return
+            self.record(reference, batch, values, int(values.shape[0]))
+            return
+        if values.shape[1] <= MAX_VALUES and batch not in run[1]:
+            if sum(v.numel() for v in run[1].values()) + values.numel() <= KEEP_VALUES:
+                run[1][batch] = values
+
     def _recorded(self, model: Any, batch: int) -> torch.Tensor | None:
         run = self._runs.get(id(model))
         return None if run is None or run[0] is not model else run[1].get(batch)
@@ -102,7 +131,7 @@ class SampleProbe:
     def _batches(self) -> Iterable[tuple[int, Any]]:
         seen = 0
         for i, batch in enumerate(self.loader):
-            if (self.limit is not None and seen >= self.limit) or 0 < self.batches <= i:
+            if (self.most is not None and seen >= self.most) or 0 < self.batches <= i:
                 return
             inputs, _ = split_batch(batch)
             yield i, inputs
@@ -112,7 +141,7 @@ class SampleProbe:
         """``model`` beside ``reference`` on the samples at ``indices`` (None: all)."""
         facts: dict[str, list] = {}
         order: list[int] = []
-        cost = 0
+        cost = wrong = 0
         with torch.no_grad():
             for batch, local, where, inputs in self._pieces(indices):
                 outs = []
@@ -122,10 +151,16 @@ class SampleProbe:
                         values = values[local]
                     if values is None:
                         values, cost = flat(call_model(m, inputs), len(where)), cost + len(where)
+                        if m is reference and local is None and self.limit is not None:
+                            self._keep(reference, batch, values)
                     outs.append(values)
                 order += where
-                for k, v in compare(outs[0], outs[1], self.classes).items():
+                more = compare(outs[0], outs[1], self.classes)
+                for k, v in more.items():
                     facts.setdefault(k, []).extend(v)
+                wrong += _wrong(more)
+                if indices is None and self._enough(len(order), wrong):
+                    break
         return Probe(
             indices=tuple(order),
             preds=tuple(facts.get("preds", ())),
@@ -135,6 +170,10 @@ class SampleProbe:
             errors=tuple(facts.get("errors", ())),
             cost=cost,
         )
+
+    def _enough(self, seen: int, wrong: int) -> bool:
+        """Whether a probe of every sample can stop (see the class doc)."""
+        return self.limit is not None and seen >= self.limit and wrong >= self.disagreements
 
     def _pieces(self, indices: Sequence[int] | None) -> Iterable[tuple[int, Any, list[int], Any]]:
         """(batch index, positions in the batch or None for all, sample indices, inputs)."""
@@ -164,6 +203,14 @@ def ranks_classes(metric: Any) -> bool:
     if isinstance(metrics, dict):
         return any(ranks_classes(m) for m in metrics.values())
     return hasattr(metric, "tied")
+
+
+def _wrong(facts: dict[str, list]) -> int:
+    """Samples whose class is not the reference's, or whose top score ties."""
+    if "preds" not in facts:
+        return 0
+    agree = zip(facts["preds"], facts["ref_preds"], facts["tied"], strict=True)
+    return sum(p != r or t for p, r, t in agree)
 
 
 def _size(inputs: Any) -> int:
