@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -13,8 +14,9 @@ import pytest
 from inc_flow.errors import PlanError
 from inc_flow.search.plan import Plan
 from inc_flow.search.probe import Probe, restrict, select
+from inc_flow.search.ranking import REFUTED_MAX
 from inc_flow.search.space import SearchSpace
-from tests.fakes import OPS, FakeEngine, FakeEvaluator, run
+from tests.fakes import OPS, FakeEngine, FakeEvaluator, FakeModel, run
 
 pytestmark = pytest.mark.no_mlflow
 
@@ -184,3 +186,50 @@ def test_the_ranking_keeps_an_op_the_config_pins() -> None:
     result, _, _ = run({}, engine=engine, space=space, timeout=0)
     assert {r.plan.op("conv2").act_algorithm for r in result.records} == {"minmax"}
     assert result.best is not None and result.best.plan.fp32_ops == ("conv2",)
+
+
+@dataclass
+class Misled(FakeEvaluator):
+    """Its probe sees ``decoy``'s damage, not the engine's: every prediction is wrong."""
+
+    decoy: FakeEngine | None = None
+
+    def probe(self, model: FakeModel, reference: FakeModel, indices) -> Probe:
+        real, self.engine = self.engine, self.decoy
+        try:
+            return super().probe(model, reference, indices)
+        finally:
+            self.engine = real
+
+
+def test_a_ranking_refuted_again_and_again_is_cut_short(caplog) -> None:
+    damage = {"conv2": 0.05}  # INC's order passes at its op-type step (every Conv2d fp32)
+    decoy = FakeEngine({"conv1": 0.05, "conv3": 0.04, "fc1": 0.03, "fc2": 0.02, "add1": 0.01})
+    assert REFUTED_MAX < len(decoy.damage)  # without the cut, a fifth refuted evaluation
+    inc, _, _ = run(damage, strategy="inc", timeout=0)
+    engine = FakeEngine(damage)
+    evaluator = Misled(engine, decoy=decoy)
+    with caplog.at_level(logging.WARNING, logger="inc_flow"):
+        result, _, _ = run({}, engine=engine, evaluator=evaluator, timeout=0)
+    phases = [r.phase for r in result.records]
+    assert phases == ["default", *["ranked"] * REFUTED_MAX, "cut:observer", "cut:op_type"]
+    refuted = result.records[1 : 1 + REFUTED_MAX]
+    assert [r.plan.fp32_ops for r in refuted] == [("conv1",), ("conv3",), ("fc1",), ("fc2",)]
+    assert all(r.accuracy == result.records[0].accuracy for r in refuted)
+    assert result.best is not None and result.best.plan == inc.best.plan
+    assert result.best.plan.fp32_ops == ("conv1", "conv2", "conv3")
+    assert full_evaluations(evaluator) == 1 + REFUTED_MAX + 2  # all-int8 is not evaluated again
+    assert "ranking cut short: 4 full evaluations in a row (trials 1, 2, 3, 4)" in caplog.text
+
+
+def test_a_confirmed_step_resets_the_count_of_refutations() -> None:
+    # the decoy's conv1 and conv3 are refuted, fc1 is confirmed (real damage); on top of it
+    # conv1, conv3 and fc2 are refuted: five refutations, never REFUTED_MAX in a row, so the
+    # ranking goes on to add1, which passes
+    damage = {"fc1": 0.05, "add1": 0.02}
+    decoy = FakeEngine({"conv1": 0.08, "conv3": 0.07, "fc1": 0.06, "fc2": 0.02, "add1": 0.01})
+    engine = FakeEngine(damage)
+    result, _, _ = run({}, engine=engine, evaluator=Misled(engine, decoy=decoy), timeout=0)
+    assert [r.phase for r in result.records] == ["default", *["ranked"] * 3, *["accumulated"] * 4]
+    assert [r.plan.fp32_ops for r in result.records[1:4]] == [("conv1",), ("conv3",), ("fc1",)]
+    assert result.best is not None and set(result.best.plan.fp32_ops) == {"fc1", "add1"}

@@ -19,9 +19,13 @@ fp32 with its output not requantized (``last_op``): outputs off the int8 grid (s
 phase is ``fp32_output``). Changes are then accumulated in rank order, a change kept only
 when the probe says it helps; each accumulated plan is confirmed by a full evaluation with
 the user's metric, so the verdict stays exact, and a change the full evaluation does not
-confirm is dropped again. Once the candidates are spent,
-INC's order follows. With an ``eval_func`` the probe runs on calibration data, fp32's
-predictions as labels; the ``eval_func`` only confirms.
+confirm is dropped again. Once the candidates are spent, INC's order follows; it follows
+sooner when ``REFUTED_MAX`` full evaluations in a row refute the ranking (none of those plans
+beat the plan they were added to): the ranking set does not predict what helps on the eval
+set, so its trials are cut short, and INC's order runs under the phases ``cut:<phase>``.
+With an ``eval_func`` the probe runs on calibration data, fp32's predictions as labels
+(``quant.samples``: read on until it holds enough disagreements); the ``eval_func`` only
+confirms.
 
 Each seed carries the samples its ranking ran (``rank_samples`` of its trial record).
 """
@@ -31,7 +35,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,6 +53,8 @@ TIES_OFTEN = 0.01  # all-int8 ties at the top on more than this share: rank the 
 KIND_ORDER = {"op_observer": 0, "observer": 1, "output": 2, "last_op": 3, "fallback": 4}
 OUTPUT_KINDS = ("output", "last_op")  # a trial adding one of these has the phase FP32_OUTPUT
 FP32_OUTPUT = "fp32_output"
+REFUTED_MAX = 4  # full evaluations in a row that refute the ranking: its phase ends there
+CUT = "cut:"  # the phase prefix of INC's order after the ranking was cut short
 
 
 @dataclass(frozen=True)
@@ -118,11 +124,20 @@ def _ranked(t: Any) -> Iterator[Seed]:
             ranked = ranker.rank(default)
         except Exception as e:  # noqa: BLE001 -- INC's order needs no probe
             reason = why(e)
+    prefix = ""
     if reason is not None:
         t._warn(f"no ranking ({reason}); trying plans in INC's order")
     else:
-        yield from ranker.confirm(default, record, ranked)
-    yield from inc_order(t)
+        refuted = yield from ranker.confirm(default, record, ranked)
+        if refuted:
+            prefix = CUT
+            t._warn(
+                f"ranking cut short: {len(refuted)} full evaluations in a row (trials "
+                f"{', '.join(map(str, refuted))}) did not confirm its predictions; trying "
+                f"plans in INC's order (phases {CUT}<phase>)"
+            )
+    for phase, plan, cost in inc_order(t):
+        yield prefix + phase, plan, cost
 
 
 class Ranker:
@@ -196,12 +211,15 @@ class Ranker:
 
     def confirm(
         self, default: Plan, record: TrialRecord, ranked: list[tuple[float, Change]]
-    ) -> Iterator[Seed]:
+    ) -> Generator[Seed, None, list[int]]:
         """Accumulate ``ranked`` in order; yield each plan the probe says improves. After a
-        plan the full evaluation confirms, the rest is ranked again on its samples."""
+        plan the full evaluation confirms, the rest is ranked again on its samples. Returns
+        the trials of ``REFUTED_MAX`` refuted predictions in a row if it stopped for them,
+        else []."""
         hib = self.t.settings.higher_is_better
         plan, current, score = default, record, self.scores[default]
         todo = [change for _, change in ranked]
+        refuted: list[int] = []
         while todo:
             change = todo.pop(0)
             try:
@@ -217,8 +235,13 @@ class Ranker:
             yield phase, candidate, self.spent()
             result = self.t.history.evaluated.get(candidate)
             if result is not None and _better(result, current, hib):
-                plan, current = candidate, result
+                plan, current, refuted = candidate, result, []
                 score, todo = self.rerank(plan, self.candidates)
+            elif result is not None and result.accuracy is not None:
+                refuted += [result.number] if result.number not in refuted else []
+                if len(refuted) >= REFUTED_MAX:
+                    return refuted
+        return []
 
     def rerank(self, plan: Plan, changes: list[Change]) -> tuple[float, list[Change]]:
         """``plan``'s score on the samples where it disagrees with fp32 (and fp32's closest
