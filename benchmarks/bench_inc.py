@@ -3,7 +3,8 @@
 Per case, the same model, calibration data, eval set and accuracy target go through
 INC 2.x's ``quantization.fit`` (``basic`` strategy, torch FX backend, ``timeout: 0`` so the
 first passing plan wins) and through inc_flow's ``quantize`` with its default strategy
-(``basic``) and INC's order (``inc``). Both tuners get the same ``eval_func``: argmax top-1
+(``basic``), INC's order (``inc``), and ``basic`` with backend ``onednn`` (8-bit activations,
+as INC uses on this CPU; x86 reduces them to 7 bits). Both tuners get the same ``eval_func``: argmax top-1
 over the case's eval set (``bench_search.top1_func``, INC tutorial style), wrapped with a
 call counter. Per run: trials, ``eval_func`` calls (the fp32 baseline included), evaluated
 trials up to the first passing plan, wall time of the tuning call, the chosen plan (which ops
@@ -38,7 +39,7 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,9 @@ CASES = {
     "lenet": SEARCH_CASES["lenet-func"],  # absolute: 0.0
     "resnet18": SEARCH_CASES["resnet18-func"],  # relative: 0.001, all 10k test images
 }
-TUNERS = ("inc_flow basic", "INC 2.x basic", "inc_flow inc")
+# "inc_flow basic onednn": the same with backend onednn, whose activations use all 8 bits
+# (x86 reduces them to 7, quant/mapping.py; INC on a VNNI CPU uses 8: REDUCE_RANGE False).
+TUNERS = ("inc_flow basic", "INC 2.x basic", "inc_flow inc", "inc_flow basic onednn")
 
 
 class Counted:
@@ -199,9 +202,16 @@ def run_inc(case: Case, args: argparse.Namespace, workdir: Path, round_: int) ->
 
 
 def run_inc_flow(
-    case: Case, strategy: str, args: argparse.Namespace, workdir: Path, round_: int
+    case: Case,
+    tuner: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    round_: int,
 ) -> Row:
-    cfg = config(case, strategy, workdir / f"{case.name}-{strategy}-{round_}", args)
+    _, strategy, *backend = tuner.split()
+    cfg = config(case, strategy, workdir / f"{case.name}-{'-'.join(tuner.split())}-{round_}", args)
+    if backend:
+        cfg = replace(cfg, quantization=replace(cfg.quantization, backend=tuple(backend)))
     model = case.load()
     func = Counted(top1_func(cfg))
     start = time.perf_counter()
@@ -213,7 +223,7 @@ def run_inc_flow(
     accuracy = None if r.best_model is None else top1_func(cfg)(r.best_model)
     return Row(
         case.name,
-        f"inc_flow {strategy}",
+        tuner,
         round_,
         r.n_trials,
         func.calls,
@@ -232,7 +242,7 @@ def run_tuner(tuner: str, case: Case, args: argparse.Namespace, workdir: Path, r
     if tuner == "INC 2.x basic":
         row = run_inc(case, args, workdir, round_)
     else:
-        row = run_inc_flow(case, tuner.split()[-1], args, workdir, round_)
+        row = run_inc_flow(case, tuner, args, workdir, round_)
     print(f"{case.name} / {row.tuner} (round {round_}): {_cells(row)}", flush=True)
     return row
 
