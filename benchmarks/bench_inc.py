@@ -3,13 +3,14 @@
 Per case, the same model, calibration data, eval set and accuracy target go through
 INC 2.x's ``quantization.fit`` (``basic`` strategy, torch FX backend, ``timeout: 0`` so the
 first passing plan wins) and through inc_flow's ``quantize`` with its default strategy
-(``basic``), INC's order (``inc``), and ``basic`` with backend ``onednn`` (8-bit activations,
-as INC uses on this CPU; x86 reduces them to 7 bits). Both tuners get the same ``eval_func``: argmax top-1
-over the case's eval set (``bench_search.top1_func``, INC tutorial style), wrapped with a
-call counter. Per run: trials, ``eval_func`` calls (the fp32 baseline included), evaluated
-trials up to the first passing plan, wall time of the tuning call, the chosen plan (which ops
-stay fp32), its top-1 measured again afterwards with a fresh ``eval_func`` over the same eval
-set, and inc_flow's wall time over INC's from the same round.
+(``basic``), INC's order (``inc``), and ``basic`` with backend ``onednn`` (8-bit
+activations, as INC uses on this CPU; x86 reduces them to 7 bits). All get the same
+``eval_func``: argmax top-1 over the case's eval set (``bench_search.top1_func``, INC
+tutorial style), wrapped with a call counter. Per run: trials, ``eval_func`` calls (the
+fp32 baseline included), evaluated trials up to the first passing plan, wall time of the
+tuning call, the chosen plan (which ops stay fp32), its top-1 measured again afterwards
+with a fresh ``eval_func`` over the same eval set, and inc_flow's wall time over INC's
+from the same round.
 
 INC is not a dependency of inc_flow (CI does not install it): without ``neural_compressor``
 importable the script prints why and exits 0. It was run in a separate venv::
