@@ -37,6 +37,7 @@ import datetime
 import logging
 import platform
 import re
+import shlex
 import sys
 import tempfile
 import time
@@ -286,11 +287,12 @@ def table(rows: list[Row]) -> list[str]:
 def write(rows: list[Row], args: argparse.Namespace, inc_version: str) -> None:
     stamp = datetime.datetime.now().strftime("%Y-%m-%dT%H:%M")
     criteria = ", ".join(
-        f"{name}: {next(iter(CASES[name].criterion.items()))}" for name in args.cases.split(",")
+        f"{CASES[name].name} {kind} {loss:g}"
+        for name in args.cases.split(",")
+        for kind, loss in CASES[name].criterion.items()
     )
     head = (
-        f"Produced by `python benchmarks/bench_inc.py --cases {args.cases} --rounds "
-        f"{args.rounds}` ({stamp}, {platform.node()}, torch {torch.__version__}, "
+        f"Produced by `python benchmarks/bench_inc.py {args.command}` ({stamp}, {platform.node()}, torch {torch.__version__}, "
         f"neural-compressor {inc_version}, {args.threads} torch thread(s); `timeout: 0`, max "
         f"{args.max_trials} trials; targets {criteria}). Wall time is the tuning call "
         "(`quantization.fit` / `quantize`), tracking off, on a shared 2-core machine."
@@ -311,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-trials", type=int, default=40)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/inc.md")
     args = parser.parse_args(argv)
+    args.command = " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
     try:
         import neural_compressor
     except ImportError as error:
