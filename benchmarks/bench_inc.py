@@ -292,7 +292,8 @@ def write(rows: list[Row], args: argparse.Namespace, inc_version: str) -> None:
         for kind, loss in CASES[name].criterion.items()
     )
     head = (
-        f"Produced by `python benchmarks/bench_inc.py {args.command}` ({stamp}, {platform.node()}, torch {torch.__version__}, "
+        f"Produced by `python benchmarks/bench_inc.py {args.command}` ({stamp}, "
+        f"{platform.node()}, torch {torch.__version__}, "
         f"neural-compressor {inc_version}, {args.threads} torch thread(s); `timeout: 0`, max "
         f"{args.max_trials} trials; targets {criteria}). Wall time is the tuning call "
         "(`quantization.fit` / `quantize`), tracking off, on a shared 2-core machine."
