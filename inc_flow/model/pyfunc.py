@@ -22,6 +22,8 @@ Registering the logged model is :mod:`inc_flow.model.registry`'s.
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
 import math
 import os
@@ -104,6 +106,8 @@ class Int8PyfuncModel:
         self.threads = check_threads(threads, "`threads`")
         self.backend = backend
         self.limits = limits or Limits()
+        self._labels = [s.label for s in self.inputs]
+        self._warm = False  # set after the first predict (which runs under `quiet()`)
 
     def get_raw_model(self) -> torch.nn.Module:
         """The int8 ``nn.Module`` (MLflow's ``PyFuncModel.get_raw_model()``)."""
@@ -138,11 +142,16 @@ class Int8PyfuncModel:
         """
         del params  # the model takes none; accepted because MLflow passes them
         arrays = self._arrays(model_input)
-        self.limits.check(arrays, [s.label for s in self.inputs])
+        self.limits.check(arrays, self._labels)
         tensors = [torch.from_numpy(a) for a in arrays]
-        with torch.no_grad(), intra_op_threads(self.threads), quiet():
+        if torch.backends.quantized.engine != self.backend:  # set once, or if changed since
             set_backend(self.backend)
+        # torch.ao's warnings come once per process, when the int8 kernels first run: only the
+        # first call pays for (and races on) warnings.catch_warnings' global filter list
+        silence = contextlib.nullcontext() if self._warm else quiet()
+        with torch.inference_mode(), intra_op_threads(self.threads), silence:
             out = self.model(*tensors)
+        self._warm = True
         if not isinstance(out, torch.Tensor):
             raise IncFlowError(f"the int8 model returned {type(out).__name__}, not a tensor")
         return (out.dequantize() if out.is_quantized else out).numpy()
@@ -219,6 +228,12 @@ class Int8PyfuncModel:
         if arr.ndim != len(spec.shape) + 1 or arr.shape[1:] != spec.shape or not len(arr):
             raise self._fail(spec, f"got shape {tuple(arr.shape)}")
         return np.require(arr.astype(spec.dtype, copy=False), spec.dtype, ["C", "W"])
+
+
+# MLflow's PyFuncModel.predict calls inspect.signature(predict) on every call (to see whether
+# it takes `params`): ~20-30 us of parsing, a lookup with the signature computed once here.
+_predict = Int8PyfuncModel.predict
+_predict.__signature__ = inspect.signature(_predict)  # type: ignore[attr-defined]
 
 
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> Int8PyfuncModel:

@@ -103,18 +103,17 @@ class Limits:
         if self.allow_non_finite:
             return
         for array, label in zip(arrays, labels, strict=True):
-            if array.dtype.kind != "f":
+            if array.dtype.kind != "f" or np.isfinite(array).all():  # one pass when all finite
                 continue
             bad = ~np.isfinite(array)
-            if bad.any():
-                first = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise InvalidInputError(
-                    f"{label} holds {int(bad.sum())} NaN or infinite value(s), the first at "
-                    f"index {first} (value {array[first]}); the model's outputs for them mean "
-                    f"nothing. To pass them through anyway, set model_config "
-                    f"`{ALLOW_NON_FINITE}` to true (e.g. MLFLOW_PYFUNC_INFERENCE_CONFIG='{{\""
-                    f"{ALLOW_NON_FINITE}\": true}}')"
-                )
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InvalidInputError(
+                f"{label} holds {int(bad.sum())} NaN or infinite value(s), the first at "
+                f"index {first} (value {array[first]}); the model's outputs for them mean "
+                f"nothing. To pass them through anyway, set model_config "
+                f"`{ALLOW_NON_FINITE}` to true (e.g. MLFLOW_PYFUNC_INFERENCE_CONFIG='{{\""
+                f"{ALLOW_NON_FINITE}\": true}}')"
+            )
 
 
 def guard_scoring_server(limits: Limits) -> None:
