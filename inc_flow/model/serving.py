@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,9 +104,13 @@ class Limits:
         if self.allow_non_finite:
             return
         for array, label in zip(arrays, labels, strict=True):
-            if array.dtype.kind != "f" or np.isfinite(array).all():  # one pass when all finite
+            # A finite sum means no NaN/inf (either would make it NaN or inf): one read, no
+            # temporary array. A sum that overflows only takes the exact check below.
+            if array.dtype.kind != "f" or math.isfinite(np.add.reduce(array, axis=None)):
                 continue
             bad = ~np.isfinite(array)
+            if not bad.any():
+                continue
             first = tuple(int(i) for i in np.argwhere(bad)[0])
             raise InvalidInputError(
                 f"{label} holds {int(bad.sum())} NaN or infinite value(s), the first at "
