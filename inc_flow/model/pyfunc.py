@@ -51,7 +51,12 @@ from inc_flow.model.output import (
 from inc_flow.model.predict import Int8PyfuncModel
 from inc_flow.model.registry import TAG_DIGEST, content_digest
 from inc_flow.model.requirements import model_requirements
-from inc_flow.model.serving import DEFAULTS, Limits, guard_scoring_server
+from inc_flow.model.serving import (  # InvalidInputError: where callers found it before
+    DEFAULTS,
+    InvalidInputError,  # noqa: F401
+    Limits,
+    guard_scoring_server,
+)
 from inc_flow.model.shipping import logged_size, stage_code
 from inc_flow.model.signature import (
     SIDECAR_FILE,
