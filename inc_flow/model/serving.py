@@ -104,10 +104,13 @@ class Limits:
         if self.allow_non_finite:
             return
         for array, label in zip(arrays, labels, strict=True):
+            if array.dtype.kind != "f":
+                continue
             # A finite sum means no NaN/inf (either would make it NaN or inf): one read, no
             # temporary array. A sum that overflows only takes the exact check below.
-            if array.dtype.kind != "f" or math.isfinite(np.add.reduce(array, axis=None)):
-                continue
+            with np.errstate(over="ignore", invalid="ignore"):
+                if math.isfinite(np.add.reduce(array, axis=None)):
+                    continue
             bad = ~np.isfinite(array)
             if not bad.any():
                 continue
