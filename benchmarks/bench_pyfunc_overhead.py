@@ -99,20 +99,25 @@ def _wrap(pyfunc: Any, module: types.ModuleType, model: torch.nn.Module) -> Any:
     return PyFuncModel(pyfunc.metadata, impl, model_id=pyfunc.model_id)
 
 
-def _time(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int, calls: int) -> dict:
-    """Round medians (s) per variant, the order reversed every round."""
+def _time(
+    fns: dict[str, Callable[[], Any]], rounds: int, warmup: int, calls: int, clock: Callable
+) -> dict:
+    """Round medians (s) per variant: in each round, ``warmup`` then ``calls`` calls of every
+    variant in turn, call by call (so a change in the machine's load hits all alike), the
+    order reversed every other call."""
     names, out = list(fns), {k: [] for k in fns}
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            fn = fns[name]
-            for _ in range(warmup):
-                fn()
-            times = []
-            for _ in range(calls):
-                start = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - start)
-            out[name].append(statistics.median(times))
+    for _ in range(rounds):
+        for i in range(warmup):
+            for name in names if i % 2 == 0 else names[::-1]:
+                fns[name]()
+        times: dict[str, list[float]] = {k: [] for k in names}
+        for i in range(calls):
+            for name in names if i % 2 == 0 else names[::-1]:
+                start = clock()
+                fns[name]()
+                times[name].append(clock() - start)
+        for name in names:
+            out[name].append(statistics.median(times[name]))
     return out
 
 
@@ -144,12 +149,20 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--calls", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="wall: time.perf_counter; cpu: the calling thread's CPU time (time.thread_time: "
+        "not counting time the thread waits for a core on a loaded machine; with 1 thread only)",
+    )
     p.add_argument("--before", default=None, help="git revision of pyfunc.py to compare")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/inc_flow_bench_pyfunc_overhead"))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "pyfunc_overhead.md")
     args = p.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(d) for d in args.shape.split(","))
+    clock = time.perf_counter if args.clock == "wall" else time.thread_time
     pyfunc = _log(args.output, args.factory, args.workdir, shape)
     model = pyfunc.get_raw_model()
     variants = {"pyfunc": pyfunc}
@@ -163,11 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     load = [round(v, 1) for v in os.getloadavg()]
     lines = [
         f"Produced by `python benchmarks/bench_pyfunc_overhead.py"
-        f"{' --before ' + args.before if args.before else ''}` "
+        f"{' --before ' + args.before if args.before else ''} --clock {args.clock}` "
         f"({datetime.datetime.now().isoformat(timespec='minutes')}, {platform.node()}, "
         f"torch {torch.__version__}, load average {load}): {args.output} ({args.factory}); "
         f"{args.rounds} rounds x {args.calls} calls after {args.warmup} warm-up calls per "
-        "variant, interleaved call block by call block, the order reversed every round. "
+        "variant, interleaved call by call (the order reversed every other call). "
         "Latency: median of the round medians (min-max); overhead: variant / raw - 1 per "
         "round, median (min-max).",
         "",
@@ -186,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
                 if not np.array_equal(v.predict(x), ref):
                     raise SystemExit(f"{name}: outputs differ from the raw model's")
             fns = _calls(model, variants, x)
-            got = _time(fns, args.rounds, args.warmup, args.calls)
+            got = _time(fns, args.rounds, args.warmup, args.calls, clock)
             r = got["raw"]
             cells = [f"{1e3 * statistics.median(r):.3f} ({1e3 * min(r):.3f}-{1e3 * max(r):.3f})"]
             for k in variants:
@@ -199,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         for batch in (1, 64):
             x = np.zeros((batch, *shape), np.float32)
             fns = _calls(Nothing(), nothing, x)
-            got = _time(fns, args.rounds, args.warmup, args.calls * 10)
+            got = _time(fns, args.rounds, args.warmup, args.calls * 10, clock)
             best = {k: 1e6 * min(v) for k, v in got.items()}
             fixed.append(f"- {threads} thread(s), b{batch}: " + ", ".join(
                 f"{k} {best[k] - best['raw']:.0f} us" for k in nothing))  # fmt: skip
