@@ -347,6 +347,8 @@ def test_lists_and_dataframes_give_the_same_outputs(toy, tmp_path):
     readonly = x.copy()
     readonly.flags.writeable = False
     assert np.array_equal(pyfunc.predict(readonly), expected)
+    # not C-contiguous: converted (a C-contiguous float32 ndarray is taken as it is)
+    assert np.array_equal(pyfunc.predict(np.asfortranarray(x)), expected)
 
 
 def test_registry_pyfunc_rejects_a_wrong_shape(toy):

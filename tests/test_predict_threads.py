@@ -4,6 +4,8 @@ otherwise; bad values are refused by name. No timing here (benchmarks/bench_runt
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -215,3 +217,74 @@ def test_the_registered_pyfunc_uses_the_config_count_the_env_var_or_the_callers(
     impl.model = recorder
     model.predict(_x())
     assert recorder.seen == [process_threads]
+
+
+# --- per-call settings are applied only when they differ (predict's fixed cost) -----------
+@pytest.mark.no_mlflow
+def test_a_count_already_in_force_is_not_set_again(process_threads, monkeypatch):
+    calls: list[int] = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n))[1])
+    model = ThreadRecorder(nn.Flatten())
+    Int8PyfuncModel(model, SHAPE, process_threads, "x86").predict(_x())
+    assert calls == [] and model.seen == [process_threads]
+    Int8PyfuncModel(model, SHAPE, 1, "x86").predict(_x())
+    assert calls == [1, process_threads]  # set for the call, the caller's count restored
+    assert model.seen == [process_threads, 1] and torch.get_num_threads() == process_threads
+
+
+@pytest.mark.no_mlflow
+def test_the_engine_is_set_when_it_differs_and_warnings_silenced_on_the_first_call(
+    monkeypatch,
+):
+    from inc_flow.model import predict as module
+
+    other = [e for e in torch.backends.quantized.supported_engines if e not in ("x86", "none")]
+    if not other or "x86" not in torch.backends.quantized.supported_engines:
+        pytest.skip("needs the x86 engine and another one")
+    engines: list[str] = []
+    real_set = module.set_backend
+    monkeypatch.setattr(module, "set_backend", lambda b: (engines.append(b), real_set(b)))
+    quiets: list[int] = []
+    real_quiet = module.quiet
+
+    @contextlib.contextmanager
+    def counted():
+        quiets.append(1)
+        with real_quiet():
+            yield
+
+    monkeypatch.setattr(module, "quiet", counted)
+    previous = torch.backends.quantized.engine
+    try:
+        torch.backends.quantized.engine = other[0]
+        pyfunc = Int8PyfuncModel(nn.Flatten(), SHAPE, None, "x86")
+        for _ in range(3):
+            pyfunc.predict(_x())
+        assert engines == ["x86"] and torch.backends.quantized.engine == "x86"
+        torch.backends.quantized.engine = other[0]  # changed by someone between calls
+        pyfunc.predict(_x())
+        assert engines == ["x86", "x86"] and torch.backends.quantized.engine == "x86"
+        assert quiets == [1]  # the first call only
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+@pytest.mark.no_mlflow
+def test_torch_ao_warnings_of_the_first_call_do_not_escape():
+    class WarnsOnce(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not getattr(self, "warned", False):
+                self.warned = True
+                warnings.warn(
+                    "torch.quantize_per_tensor, torch.quantize_per_channel and other ...",
+                    UserWarning,
+                    stacklevel=1,
+                )
+            return x.flatten(1)
+
+    pyfunc = Int8PyfuncModel(WarnsOnce(), SHAPE, None, "x86")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        out = pyfunc.predict(_x())
+    assert seen == [] and out.shape == (2, int(np.prod(SHAPE)))

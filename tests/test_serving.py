@@ -199,3 +199,24 @@ def test_predict_names_ragged_and_too_deep_lists():
         with pytest.raises(serving.InvalidInputError, match=f"ragged data.*{what}") as e:
             pyfunc.predict(bad)
         assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "found"),
+    [(0, np.inf, 1), (-1, np.nan, 1), (777, -np.inf, 1), (None, None, 2)],  # None: inf and -inf
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_the_finite_check_finds_any_nan_or_inf_and_passes_huge_finite_values(
+    where, value, found, dtype
+):
+    limits = serving.Limits()
+    x = np.ones((3, 1000), dtype)
+    flat = x.reshape(-1)
+    if where is None:
+        flat[5], flat[-5] = np.inf, -np.inf  # their sum is NaN
+    else:
+        flat[where] = value
+    with pytest.raises(serving.InvalidInputError, match=f"holds {found} NaN or infinite"):
+        limits.check([x], ["the input"])
+    huge = np.full((3, 1000), np.finfo(dtype).max, dtype)  # finite, but its sum overflows
+    limits.check([huge, -huge], ["a", "b"])  # no error: the exact check decides

@@ -9,7 +9,8 @@ project is not installed; inc_flow itself is a pip requirement, and all requirem
 exact pins (:mod:`inc_flow.model.requirements`). The logged model is tagged with its size
 (``model_size_bytes``). MLflow calls :func:`_load_pyfunc`, which
 rebuilds the fp32 architecture from the factory and the int8 model with `inc_flow.load`:
-predictions are the int8 model's outputs, bit for bit. No pickles, no TorchScript.
+predictions are the int8 model's outputs, bit for bit. No pickles, no TorchScript. What
+``predict`` does per call is :mod:`inc_flow.model.predict`'s.
 ``predict`` runs with torch's default intra-op threads (the serving machine's cores), or the
 count logged with the model / set by ``INC_FLOW_NUM_THREADS`` (:mod:`inc_flow.model.threads`).
 Inputs holding NaN/inf, or more values than a limit, are refused with HTTP 400, and under
@@ -23,23 +24,21 @@ Registering the logged model is :mod:`inc_flow.model.registry`'s.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
-import pandas as pd
 import torch
 import yaml
 from mlflow.entities import LoggedModelStatus
 from mlflow.models.model import ModelInfo
 
-from inc_flow.errors import IncFlowError, SaveLoadError
+from inc_flow.errors import SaveLoadError
 from inc_flow.locks import this_process
 from inc_flow.model.configure import model_files
 from inc_flow.model.factory import build_model
@@ -49,24 +48,26 @@ from inc_flow.model.output import (
     load,
     read_configure,
 )
+from inc_flow.model.predict import Int8PyfuncModel
 from inc_flow.model.registry import TAG_DIGEST, content_digest
 from inc_flow.model.requirements import model_requirements
-from inc_flow.model.serving import DEFAULTS, InvalidInputError, Limits, guard_scoring_server
+from inc_flow.model.serving import (  # InvalidInputError: where callers found it before
+    DEFAULTS,
+    InvalidInputError,  # noqa: F401
+    Limits,
+    guard_scoring_server,
+)
 from inc_flow.model.shipping import logged_size, stage_code
 from inc_flow.model.signature import (
-    FLOAT32,
     SIDECAR_FILE,
-    InputSpec,
-    as_specs,
     example_batches,
     input_specs,
     model_signature,
     read_sidecar,
     sidecar_data,
-    supported_dtype,
 )
 from inc_flow.model.threads import check_threads, intra_op_threads, predict_threads
-from inc_flow.quant.ao import quiet, set_backend
+from inc_flow.quant.ao import quiet
 from inc_flow.quant.openvino import pip_pin as openvino_pin
 from inc_flow.record.keys import MODEL_OWNER, MODEL_SIZE_BYTES
 from inc_flow.vocab import Runtime
@@ -76,149 +77,6 @@ DATA_DIR = "inc_flow_model"  # the data dir's name inside the logged model (data
 # set in `mlflow models serve`'s process (mlflow.pyfunc.scoring_server._SERVER_MODEL_PATH)
 SERVER_MODEL_PATH_ENV = "__pyfunc_model_path__"
 logger = logging.getLogger("inc_flow")
-
-
-class Int8PyfuncModel:
-    """What ``_load_pyfunc`` returns: the int8 model behind MLflow's ``predict``.
-
-    Args:
-        model: the int8 ``nn.Module``.
-        inputs: the model's :class:`InputSpec` list, in ``forward`` order; or a per-sample
-            shape, for one unnamed float32 input (a batch is ``(N, *input_shape)``).
-        threads: intra-op threads during ``predict`` (restored afterwards); None: torch's
-            default, the count is left alone (:mod:`inc_flow.model.threads`).
-        backend: the quantized engine the model was built for.
-        limits: NaN/inf and size limits on the inputs (:mod:`inc_flow.model.serving`).
-    """
-
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        inputs: Sequence[InputSpec] | Sequence[int],
-        threads: int | None,
-        backend: str,
-        limits: Limits | None = None,
-    ) -> None:
-        self.model = model.eval()
-        self.inputs = as_specs(inputs)
-        self.threads = check_threads(threads, "`threads`")
-        self.backend = backend
-        self.limits = limits or Limits()
-
-    def get_raw_model(self) -> torch.nn.Module:
-        """The int8 ``nn.Module`` (MLflow's ``PyFuncModel.get_raw_model()``)."""
-        return self.model
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """The first input's per-sample shape (the only one of a single-input model)."""
-        return self.inputs[0].shape
-
-    @property
-    def expected(self) -> str:
-        if len(self.inputs) == 1 and self.inputs[0].name is None:
-            return self.inputs[0].describe().partition(" ")[2]  # "float32 array of ..."
-        specs = ", ".join(f"{s.name!r}: {s.describe()}" for s in self.inputs)
-        return f"dict of {specs} (the same N for all)"
-
-    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> np.ndarray:
-        """The int8 model's outputs for a batch.
-
-        One unnamed float32 input: an ndarray, DataFrame or nested list. Named inputs: a dict
-        name -> ndarray or nested list (a single input may also come bare), or with several
-        inputs a list/tuple of them in ``forward`` order.
-
-        Raises:
-            InvalidInputError: (an ``MlflowException`` with ``INVALID_PARAMETER_VALUE``) when
-                an input is missing, unknown, not numeric, of the wrong dtype or not
-                ``(N, *shape)``, when the inputs' batch sizes differ, when a float input
-                holds NaN or ±inf (unless ``model_config`` ``allow_non_finite``), or when
-                the inputs hold more than ``max_elements`` values. The message names the
-                input and what was expected.
-        """
-        del params  # the model takes none; accepted because MLflow passes them
-        arrays = self._arrays(model_input)
-        self.limits.check(arrays, [s.label for s in self.inputs])
-        tensors = [torch.from_numpy(a) for a in arrays]
-        with torch.no_grad(), intra_op_threads(self.threads), quiet():
-            set_backend(self.backend)
-            out = self.model(*tensors)
-        if not isinstance(out, torch.Tensor):
-            raise IncFlowError(f"the int8 model returned {type(out).__name__}, not a tensor")
-        return (out.dequantize() if out.is_quantized else out).numpy()
-
-    def _fail(self, spec: InputSpec | None, problem: str) -> InvalidInputError:
-        if spec is None or spec.name is None:
-            return InvalidInputError(f"expected a {self.expected}; {problem}")
-        return InvalidInputError(
-            f"{spec.label}: expected {spec.describe()}; {problem} (the model takes a "
-            f"{self.expected})"
-        )
-
-    def _arrays(self, model_input: Any) -> list[np.ndarray]:
-        specs = self.inputs
-        names = [s.name for s in specs]
-        if isinstance(model_input, Mapping) and names[0] is not None:
-            unknown = [k for k in model_input if k not in names]
-            if unknown:
-                raise self._fail(None, f"got unknown input(s) {unknown}")
-            missing = [n for n in names if n not in model_input]
-            if missing:
-                raise self._fail(None, f"input(s) {missing} missing")
-            arrays = [self._array(model_input[s.name], s) for s in specs]
-        elif len(specs) == 1:
-            arrays = [self._array(model_input, specs[0], frame=True)]
-        elif isinstance(model_input, list | tuple):
-            if len(model_input) != len(specs):
-                raise self._fail(
-                    None,
-                    f"got a {type(model_input).__name__} of {len(model_input)} items, not "
-                    f"the {len(specs)} inputs {names} in order",
-                )
-            arrays = [self._array(v, s) for v, s in zip(model_input, specs, strict=True)]
-        else:
-            raise self._fail(None, f"got {type(model_input).__name__}")
-        sizes = {s.name: len(a) for s, a in zip(specs, arrays, strict=True)}
-        if len(set(sizes.values())) > 1:
-            raise self._fail(None, f"the inputs' batch sizes differ: {sizes}")
-        return arrays
-
-    def _array(self, value: Any, spec: InputSpec, frame: bool = False) -> np.ndarray:
-        """One input as a C-contiguous, writable ndarray of ``spec.dtype`` (torch wants
-        writable memory), or InvalidInputError naming it."""
-        numeric = spec.dtype if spec.dtype == FLOAT32 else None  # lists of floats: float32
-        if frame and isinstance(value, pd.DataFrame):
-            try:
-                arr = value.to_numpy(dtype=numeric)
-            except (ValueError, TypeError) as e:
-                raise self._fail(spec, "got non-numeric columns") from e
-            if not supported_dtype(arr.dtype):
-                raise self._fail(spec, f"got columns of dtype {arr.dtype}")
-            if arr.shape[1] != math.prod(spec.shape):
-                raise self._fail(
-                    spec,
-                    f"got a DataFrame with {arr.shape[1]} columns, not {math.prod(spec.shape)}",
-                )
-            arr = arr.reshape(-1, *spec.shape)
-        elif isinstance(value, list | tuple):
-            try:
-                arr = np.asarray(value, dtype=numeric)
-            except (ValueError, TypeError, RecursionError) as e:
-                why = str(e).partition(". ")[2][:120] or str(e)[:120]
-                raise self._fail(spec, f"got non-numeric or ragged data ({why})") from e
-            if arr.dtype.kind not in "iufb":
-                raise self._fail(spec, "got non-numeric data")
-        elif isinstance(value, np.ndarray):
-            arr = value
-        else:
-            raise self._fail(spec, f"got {type(value).__name__}")
-        if not spec.accepts(arr.dtype):
-            lossless = f" (integer dtypes that convert to {spec.dtype} without loss are taken)"
-            hint = lossless if spec.dtype.kind in "iu" else ""
-            raise self._fail(spec, f"got dtype {arr.dtype}{hint}")
-        if arr.ndim != len(spec.shape) + 1 or arr.shape[1:] != spec.shape or not len(arr):
-            raise self._fail(spec, f"got shape {tuple(arr.shape)}")
-        return np.require(arr.astype(spec.dtype, copy=False), spec.dtype, ["C", "W"])
 
 
 def _load_pyfunc(data_path: str, model_config: dict[str, Any] | None = None) -> Int8PyfuncModel:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -105,16 +106,22 @@ class Limits:
         for array, label in zip(arrays, labels, strict=True):
             if array.dtype.kind != "f":
                 continue
+            # A finite sum means no NaN/inf (either would make it NaN or inf): one read, no
+            # temporary array. A sum that overflows only takes the exact check below.
+            with np.errstate(over="ignore", invalid="ignore"):
+                if math.isfinite(np.add.reduce(array, axis=None)):
+                    continue
             bad = ~np.isfinite(array)
-            if bad.any():
-                first = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise InvalidInputError(
-                    f"{label} holds {int(bad.sum())} NaN or infinite value(s), the first at "
-                    f"index {first} (value {array[first]}); the model's outputs for them mean "
-                    f"nothing. To pass them through anyway, set model_config "
-                    f"`{ALLOW_NON_FINITE}` to true (e.g. MLFLOW_PYFUNC_INFERENCE_CONFIG='{{\""
-                    f"{ALLOW_NON_FINITE}\": true}}')"
-                )
+            if not bad.any():
+                continue
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise InvalidInputError(
+                f"{label} holds {int(bad.sum())} NaN or infinite value(s), the first at "
+                f"index {first} (value {array[first]}); the model's outputs for them mean "
+                f"nothing. To pass them through anyway, set model_config "
+                f"`{ALLOW_NON_FINITE}` to true (e.g. MLFLOW_PYFUNC_INFERENCE_CONFIG='{{\""
+                f"{ALLOW_NON_FINITE}\": true}}')"
+            )
 
 
 def guard_scoring_server(limits: Limits) -> None:
