@@ -173,22 +173,67 @@ def nncf_parameters(plan: Plan) -> dict[str, Any]:
     return {"preset": preset, "advanced_parameters": advanced}
 
 
-def ignored_patterns(fp32_model: nn.Module, ov_names: Iterable[str], plan: Plan) -> list[str]:
-    """NNCF ``IgnoredScope`` patterns of ``plan``'s fp32 ops: one per op, matching the nodes
-    ``ov.convert_model`` made of that module; a QuantizationError for an op with none (a
-    functional op such as ``add``: its converted nodes carry no FX name)."""
+_WEIGHTED = {"Convolution", "GroupConvolution", "MatMul"}  # what an fp32 op's weights feed
+
+
+def _norm_after(fp32_model: nn.Module, name: str) -> str | None:
+    """The BatchNorm module that alone consumes module ``name``'s output (torch.fx trace), or
+    None: ``ov.convert_model`` folds such a BatchNorm into the conv before it and gives the
+    conv a generated name (``Multiply_123``), the BatchNorm's ``Add`` keeping its module's."""
+    try:
+        graph = torch.fx.symbolic_trace(fp32_model).graph
+    except Exception:  # noqa: BLE001 -- untraceable: module names are all there is
+        return None
+    mods = dict(fp32_model.named_modules())
+    for node in graph.nodes:
+        if node.op == "call_module" and node.target == name and len(node.users) == 1:
+            (user,) = node.users
+            target = str(user.target)
+            if user.op == "call_module" and isinstance(
+                mods.get(target), nn.modules.batchnorm._BatchNorm
+            ):
+                return target
+    return None
+
+
+def ignored_scope(fp32_model: nn.Module, ov_ops: Iterable[Any], plan: Plan) -> dict[str, list]:
+    """NNCF ``IgnoredScope`` arguments (``patterns``, ``names``) keeping ``plan``'s fp32 ops
+    in fp32, given the converted model's ordered ops: an op the converter named after its
+    module (``__module.<name>/...``) by a pattern; a conv whose BatchNorm the converter folded
+    into it (renamed) by the exact name of the node feeding that BatchNorm's nodes; a
+    QuantizationError for an op with neither (e.g. a functional ``add``: its converted nodes
+    carry no FX name)."""
     modules_ = dict(fp32_model.named_modules())
-    names = list(ov_names)
-    patterns = []
+    ops = list(ov_ops)
+    names = [op.get_friendly_name() for op in ops]
+    scope: dict[str, list] = {"patterns": [], "names": []}
     for name in plan.fp32_ops:
         prefix = _MODULE_NODE.format(name)
-        if name not in modules_ or not any(n.startswith(prefix) for n in names):
+        if name in modules_ and any(n.startswith(prefix) for n in names):
+            scope["patterns"].append("^" + re.escape(prefix) + ".*")
+            continue
+        norm = _norm_after(fp32_model, name) if name in modules_ else None
+        fed = _fed_node(ops, norm) if norm else None
+        if fed is None:
             raise QuantizationError(
                 f"runtime 'openvino' cannot keep op {name!r} in fp32: only module ops map to "
                 "OpenVINO nodes (a functional op's converted nodes carry no FX name)"
             )
-        patterns.append("^" + re.escape(prefix) + ".*")
-    return patterns
+        scope["names"].append(fed)
+    return scope
+
+
+def _fed_node(ops: list[Any], norm: str) -> str | None:
+    """The name of the weighted node feeding the first node of BatchNorm module ``norm``."""
+    prefix = _MODULE_NODE.format(norm)
+    for op in ops:
+        if op.get_friendly_name().startswith(prefix):
+            for value in op.input_values():
+                source = value.get_node()
+                if source.get_type_name() in _WEIGHTED:
+                    return source.get_friendly_name()
+            return None
+    return None
 
 
 class OpenVinoEngine:
@@ -250,10 +295,8 @@ class OpenVinoEngine:
             return OpenVinoModel(base, plan)
         _, nncf = modules()
         params = nncf_parameters(plan)
-        names = [op.get_friendly_name() for op in base.get_ordered_ops()]
-        ignored = nncf.IgnoredScope(
-            patterns=ignored_patterns(self.fp32_model, names, plan), validate=True
-        )
+        scope = ignored_scope(self.fp32_model, base.get_ordered_ops(), plan)
+        ignored = nncf.IgnoredScope(**scope, validate=True)
         if self.calib_loader is None:
             raise DataError("runtime 'openvino' needs a calibration dataloader")
         batches = self._calibration_batches()
