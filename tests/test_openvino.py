@@ -136,10 +136,57 @@ def test_fallback_op_stays_fp32_and_the_rest_is_int8(built):
     assert close and not torch.equal(fp32(x), built.model(x))
 
 
+class ConvBnNet(torch.nn.Module):
+    """conv -> BatchNorm twice: ``ov.convert_model`` folds each BatchNorm into its conv and
+    renames the conv (``Multiply_<n>``), so no node carries the conv's module name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = torch.nn.Conv2d(1, 8, 3), torch.nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = torch.nn.Conv2d(8, 8, 3), torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+@pytest.mark.no_mlflow
+@needs_openvino
+def test_a_conv_whose_batchnorm_openvino_folded_stays_fp32():
+    from inc_flow.quant.openvino import ignored_scope
+    from inc_flow.quant.runtimes import RuntimeEngine
+
+    torch.manual_seed(0)
+    model = ConvBnNet().eval()
+    for bn in (model.bn1, model.bn2):  # not the identity: the fold changes the weights
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    calib = [torch.randn(8, *toys.SHAPE) for _ in range(2)]
+    engine = RuntimeEngine(model, calib[0], calib_loader=calib, sampling_size=16)
+    plan = replace(default_plan(engine.ops()), runtime="openvino").with_fallback({"conv1"})
+    base = engine.openvino.fp32_ov()
+    assert not any(n.get_friendly_name().startswith("__module.conv1/")
+                   for n in base.get_ordered_ops())  # fmt: skip
+    scope = ignored_scope(model, base.get_ordered_ops(), plan)
+    assert scope["patterns"] == [] and len(scope["names"]) == 1
+    built = engine.build(plan)
+    convs = {op.get_friendly_name(): op for op in built.ov_model.get_ordered_ops()
+             if op.get_type_name() == "Convolution"}  # fmt: skip
+    kept = convs.pop(scope["names"][0])  # conv1: its weights a float32 constant, no quantizer
+    source = kept.input_value(1).get_node()
+    assert (source.get_type_name(), str(source.get_output_element_type(0))) == (
+        "Constant", "<Type: 'float32'>")  # fmt: skip
+    assert kept.input_value(0).get_node().get_type_name() != "FakeQuantize"
+    (other,) = convs.values()  # conv2: int8 (fed by a FakeQuantize / converted int8 weights)
+    assert other.input_value(0).get_node().get_type_name() == "FakeQuantize"
+
+
 @pytest.mark.no_mlflow
 @needs_openvino
 def test_openvino_refuses_what_nncf_cannot_honour(built):
-    from inc_flow.quant.openvino import ignored_patterns, nncf_parameters
+    from inc_flow.quant.openvino import ignored_scope, nncf_parameters
 
     kl = replace(built.plan, ops=tuple(replace(op, act_algorithm="kl") for op in built.plan.ops))
     with pytest.raises(QuantizationError, match="act_algorithm 'minmax' only.*'kl'"):
@@ -152,10 +199,9 @@ def test_openvino_refuses_what_nncf_cannot_honour(built):
         nncf_parameters(replace(built.plan, fp32_output=True))
     int8 = built.plan.calibration_plan().ops  # all int8: only `add` falls back
     functional = Plan(ops=(*int8, replace(int8[0], name="add")))
+    node = SimpleNamespace(get_friendly_name=lambda: "__module.conv1/x")
     with pytest.raises(QuantizationError, match="cannot keep op 'add' in fp32"):
-        ignored_patterns(
-            built.engine.fp32_model, ["__module.conv1/x"], functional.with_fallback({"add"})
-        )
+        ignored_scope(built.engine.fp32_model, [node], functional.with_fallback({"add"}))
 
 
 @pytest.mark.no_mlflow
