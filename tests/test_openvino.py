@@ -58,12 +58,15 @@ def test_runtime_is_a_search_parameter_with_canonical_openvino_plans():
     assert space.canonical(replace(plan, fp32_output=True)) == plan
     fx = space.plan_from_params({"backend": "onednn", "act_algorithm": "kl"})
     assert (fx.runtime, fx.backend, fx.ops[0].act_algorithm) == ("torch_fx", "onednn", "kl")
-    assert space.n_plans() == 2 * RuntimeSpace(ops=OPS, backends=("x86", "onednn")).n_plans()
+    # torch_fx, and openvino with each of NNCF's three bias corrections
+    assert space.n_plans() == 4 * RuntimeSpace(ops=OPS, backends=("x86", "onednn")).n_plans()
     seeds = [p for _, p in runtime_seeds(space)]
     assert seeds[0] == replace(space.default_plan(), runtime="openvino")
-    assert seeds[1].runtime == "openvino" and not seeds[1].int8_ops  # fp32 compiled by OV
+    assert [s.bias_correction for s in seeds] == ["fast", "off", "full", None]
+    assert {s.int8_ops for s in seeds[:3]} == {space.default_plan().int8_ops}
+    assert seeds[3].runtime == "openvino" and not seeds[3].int8_ops  # fp32 compiled by OV, last
     assert (
-        not seeds[1].is_baseline
+        not seeds[3].is_baseline
         and space.default_plan().with_fallback({n for n, _ in OPS}).is_baseline
     )
     assert list(runtime_seeds(RuntimeSpace(ops=OPS))) == []
@@ -278,14 +281,17 @@ def test_search_tries_each_runtime_after_the_default_and_may_choose_openvino_fp3
     ops = tuple(fakes.OPS)
     space = RuntimeSpace(ops=ops, runtimes=("torch_fx", "openvino"))
     result, engine, tracker = fakes.run(
-        dict.fromkeys(dict(ops), 0.001), space=space, benchmark=bench, max_trials=3,
-        relative=0.5, finalists=3, timeout=600.0,
+        dict.fromkeys(dict(ops), 0.001), space=space, benchmark=bench, max_trials=5,
+        relative=0.5, finalists=5, timeout=600.0,
     )  # fmt: skip
-    runs = [(r.phase, r.plan.runtime, len(r.plan.int8_ops)) for r in tracker.records]
+    runs = [(r.phase, r.plan.runtime, len(r.plan.int8_ops), r.plan.bias_correction)
+            for r in tracker.records]  # fmt: skip
     assert runs == [
-        ("default", "torch_fx", 6),
-        ("runtime", "openvino", 6),
-        ("runtime", "openvino", 0),
+        ("default", "torch_fx", 6, None),
+        ("runtime", "openvino", 6, "fast"),
+        ("runtime", "openvino", 6, "off"),
+        ("runtime", "openvino", 6, "full"),
+        ("runtime", "openvino", 0, None),
     ]
     assert all(r.state == "passed" for r in tracker.records)  # OpenVINO fp32 is an answer
     assert result.best.plan.runtime == "openvino" and not result.best.plan.int8_ops

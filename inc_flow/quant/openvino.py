@@ -124,9 +124,11 @@ def nncf_parameters(plan: Plan) -> dict[str, Any]:
 
     Mapped: activation and weight scheme (sym/asym), weight granularity (per_channel is
     NNCF's default, per_tensor is asked for), the minmax activation observer (NNCF's MINMAX
-    range estimator). Refused: ``kl`` (NNCF has no histogram observer), int8 ops holding
-    settings of their own (NNCF applies one setting to the whole model), approaches other than
-    static post-training quantization.
+    range estimator), the plan's ``bias_correction`` (``fast``: NNCF's default
+    FastBiasCorrection; ``full``: ``fast_bias_correction=False``, BiasCorrection; ``off``:
+    ``disable_bias_correction``). Refused: ``kl`` (NNCF has no histogram observer), int8 ops
+    holding settings of their own (NNCF applies one setting to the whole model), approaches
+    other than static post-training quantization.
     """
     _, nncf = modules()
     from nncf.common.quantization.structs import QuantizationScheme
@@ -166,11 +168,16 @@ def nncf_parameters(plan: Plan) -> dict[str, Any]:
             mode=scheme[ref.weight_scheme], per_channel=ref.weight_granularity == "per_channel"
         ),
         activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
+        disable_bias_correction=plan.bias_correction == "off",
     )
     preset = nncf.QuantizationPreset.PERFORMANCE
     if ref.act_scheme == "asym":
         preset = nncf.QuantizationPreset.MIXED
-    return {"preset": preset, "advanced_parameters": advanced}
+    return {
+        "preset": preset,
+        "advanced_parameters": advanced,
+        "fast_bias_correction": plan.bias_correction != "full",
+    }
 
 
 _WEIGHTED = {"Convolution", "GroupConvolution", "MatMul"}  # what an fp32 op's weights feed
