@@ -230,6 +230,59 @@ def test_openvino_plan_saves_ir_and_loads_with_equal_outputs(built, tmp_path):
         load(out)
 
 
+@pytest.mark.no_mlflow
+def test_bias_correction_is_an_openvino_option_refused_on_torch_plans():
+    fx = default_plan(list(OPS))
+    assert fx.bias_correction is None and "bias_correction" not in fx.to_dict()
+    with pytest.raises(PlanError, match=r"OpenVINO \(NNCF\) option.*'off'.*'torch_fx'"):
+        replace(fx, bias_correction="off")
+    with pytest.raises(PlanError, match=r"OpenVINO \(NNCF\) option.*'full'.*'torch_fx'"):
+        Plan.from_dict({**fx.to_dict(), "bias_correction": "full"})
+    ov = replace(fx, runtime="openvino")
+    assert ov.bias_correction == "fast"  # NNCF's default: what OpenVINO plans always had
+    with pytest.raises(PlanError, match=r"`bias_correction` must be one of .*'slow'"):
+        replace(ov, bias_correction="slow")
+    off = replace(ov, bias_correction="off")
+    assert Plan.from_dict(off.to_dict()) == off and "bc=off" in off.summary()
+    space = RuntimeSpace(ops=OPS, runtimes=("torch_fx", "openvino"))
+    assert space.plan_from_params(space.params_for(off)) == off
+    # a torch plan ignores the parameter (one trial): it has no bias correction
+    assert space.plan_from_params({"bias_correction": "off"}).bias_correction is None
+    with pytest.raises(PlanError, match=r"bias_correction.*'slow'"):
+        space.plan_from_params({"runtime": "openvino", "bias_correction": "slow"})
+    assert "bias_correction" not in RuntimeSpace(ops=OPS).choices()
+
+
+@pytest.mark.no_mlflow
+@needs_openvino
+def test_bias_correction_reaches_nncf_and_is_saved_and_reloaded(built, tmp_path, monkeypatch):
+    import nncf
+
+    from inc_flow.model.configure import plan_from_configure
+    from inc_flow.model.output import QuantizedModel, load
+
+    seen = []
+    quantize = nncf.quantize
+
+    def spy(model, dataset, **kwargs):
+        seen.append(kwargs)
+        return quantize(model, dataset, **kwargs)
+
+    monkeypatch.setattr(nncf, "quantize", spy)
+    plans = {b: replace(built.plan, bias_correction=b) for b in ("off", "full")}
+    models = {b: built.engine.build(p) for b, p in plans.items()}
+    got = [(kw["fast_bias_correction"], kw["advanced_parameters"].disable_bias_correction)
+           for kw in seen]  # fmt: skip
+    assert got == [(True, True), (False, False)]  # off; full (fast: (True, False), the rest)
+    out = QuantizedModel(models["off"], plans["off"], built.example, 32).save(tmp_path / "o")
+    saved = yaml.safe_load((out / "best_configure.yaml").read_text())
+    assert saved["bias_correction"] == "off" and plan_from_configure(saved) == plans["off"]
+    loaded = load(out)
+    x = torch.randn(5, *toys.SHAPE)
+    assert torch.equal(loaded(x), models["off"](x))
+    assert loaded.plan == plans["off"]
+
+
 @needs_openvino
 def test_registered_openvino_champion_predicts_through_pyfunc(built, tmp_path, monkeypatch):
     import mlflow
