@@ -183,24 +183,24 @@ def nncf_parameters(plan: Plan) -> dict[str, Any]:
 _WEIGHTED = {"Convolution", "GroupConvolution", "MatMul"}  # what an fp32 op's weights feed
 
 
-def _norm_after(fp32_model: nn.Module, name: str) -> str | None:
-    """The BatchNorm module that alone consumes module ``name``'s output (torch.fx trace), or
-    None: ``ov.convert_model`` folds such a BatchNorm into the conv before it and gives the
-    conv a generated name (``Multiply_123``), the BatchNorm's ``Add`` keeping its module's."""
+def _norms_after(fp32_model: nn.Module) -> dict[str, str]:
+    """Module name -> the BatchNorm module that alone consumes its output (torch.fx trace;
+    empty when the model does not trace): ``ov.convert_model`` folds such a BatchNorm into
+    the conv before it and gives the conv a generated name (``Multiply_123``), the
+    BatchNorm's ``Add`` keeping its module's."""
     try:
         graph = torch.fx.symbolic_trace(fp32_model).graph
     except Exception:  # noqa: BLE001 -- untraceable: module names are all there is
-        return None
+        return {}
     mods = dict(fp32_model.named_modules())
+    norms = {}
     for node in graph.nodes:
-        if node.op == "call_module" and node.target == name and len(node.users) == 1:
+        if node.op == "call_module" and len(node.users) == 1:
             (user,) = node.users
-            target = str(user.target)
-            if user.op == "call_module" and isinstance(
-                mods.get(target), nn.modules.batchnorm._BatchNorm
-            ):
-                return target
-    return None
+            norm = mods.get(str(user.target)) if user.op == "call_module" else None
+            if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+                norms[str(node.target)] = str(user.target)
+    return norms
 
 
 def ignored_scope(fp32_model: nn.Module, ov_ops: Iterable[Any], plan: Plan) -> dict[str, list]:
@@ -214,12 +214,15 @@ def ignored_scope(fp32_model: nn.Module, ov_ops: Iterable[Any], plan: Plan) -> d
     ops = list(ov_ops)
     names = [op.get_friendly_name() for op in ops]
     scope: dict[str, list] = {"patterns": [], "names": []}
+    norms: dict[str, str] | None = None  # traced on the first op that needs it
     for name in plan.fp32_ops:
         prefix = _MODULE_NODE.format(name)
         if name in modules_ and any(n.startswith(prefix) for n in names):
             scope["patterns"].append("^" + re.escape(prefix) + ".*")
             continue
-        norm = _norm_after(fp32_model, name) if name in modules_ else None
+        if norms is None:
+            norms = _norms_after(fp32_model)
+        norm = norms.get(name) if name in modules_ else None
         fed = _fed_node(ops, norm) if norm else None
         if fed is None:
             raise QuantizationError(
