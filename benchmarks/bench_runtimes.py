@@ -149,7 +149,8 @@ class Case:
             f"{self.name}, runtime {runtime}: tuned in {time.perf_counter() - start:.0f} s, "
             f"{r.n_trials} trial(s), "
             f"top-1 {r.best.accuracy:.4f} (fp32 {r.baseline_accuracy:.4f}, "
-            f"{r.best.eval_total} eval samples), fp32 ops: {', '.join(fp32_ops) or 'none'}"
+            f"{r.best.eval_total} eval samples), fp32 ops: {', '.join(fp32_ops) or 'none'}, "
+            f"plan: {outcome.q_model.plan.summary()}"
         )
         outcome.q_model.save(out)
         return out

@@ -58,12 +58,15 @@ def test_runtime_is_a_search_parameter_with_canonical_openvino_plans():
     assert space.canonical(replace(plan, fp32_output=True)) == plan
     fx = space.plan_from_params({"backend": "onednn", "act_algorithm": "kl"})
     assert (fx.runtime, fx.backend, fx.ops[0].act_algorithm) == ("torch_fx", "onednn", "kl")
-    assert space.n_plans() == 2 * RuntimeSpace(ops=OPS, backends=("x86", "onednn")).n_plans()
+    # torch_fx, and openvino with each of NNCF's three bias corrections
+    assert space.n_plans() == 4 * RuntimeSpace(ops=OPS, backends=("x86", "onednn")).n_plans()
     seeds = [p for _, p in runtime_seeds(space)]
     assert seeds[0] == replace(space.default_plan(), runtime="openvino")
-    assert seeds[1].runtime == "openvino" and not seeds[1].int8_ops  # fp32 compiled by OV
+    assert [s.bias_correction for s in seeds] == ["fast", "off", "full", None]
+    assert {s.int8_ops for s in seeds[:3]} == {space.default_plan().int8_ops}
+    assert seeds[3].runtime == "openvino" and not seeds[3].int8_ops  # fp32 compiled by OV, last
     assert (
-        not seeds[1].is_baseline
+        not seeds[3].is_baseline
         and space.default_plan().with_fallback({n for n, _ in OPS}).is_baseline
     )
     assert list(runtime_seeds(RuntimeSpace(ops=OPS))) == []
@@ -136,10 +139,57 @@ def test_fallback_op_stays_fp32_and_the_rest_is_int8(built):
     assert close and not torch.equal(fp32(x), built.model(x))
 
 
+class ConvBnNet(torch.nn.Module):
+    """conv -> BatchNorm twice: ``ov.convert_model`` folds each BatchNorm into its conv and
+    renames the conv (``Multiply_<n>``), so no node carries the conv's module name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = torch.nn.Conv2d(1, 8, 3), torch.nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = torch.nn.Conv2d(8, 8, 3), torch.nn.BatchNorm2d(8)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu(self.bn2(self.conv2(x)))
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+@pytest.mark.no_mlflow
+@needs_openvino
+def test_a_conv_whose_batchnorm_openvino_folded_stays_fp32():
+    from inc_flow.quant.openvino import ignored_scope
+    from inc_flow.quant.runtimes import RuntimeEngine
+
+    torch.manual_seed(0)
+    model = ConvBnNet().eval()
+    for bn in (model.bn1, model.bn2):  # not the identity: the fold changes the weights
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    calib = [torch.randn(8, *toys.SHAPE) for _ in range(2)]
+    engine = RuntimeEngine(model, calib[0], calib_loader=calib, sampling_size=16)
+    plan = replace(default_plan(engine.ops()), runtime="openvino").with_fallback({"conv1"})
+    base = engine.openvino.fp32_ov()
+    assert not any(n.get_friendly_name().startswith("__module.conv1/")
+                   for n in base.get_ordered_ops())  # fmt: skip
+    scope = ignored_scope(model, base.get_ordered_ops(), plan)
+    assert scope["patterns"] == [] and len(scope["names"]) == 1
+    built = engine.build(plan)
+    convs = {op.get_friendly_name(): op for op in built.ov_model.get_ordered_ops()
+             if op.get_type_name() == "Convolution"}  # fmt: skip
+    kept = convs.pop(scope["names"][0])  # conv1: its weights a float32 constant, no quantizer
+    source = kept.input_value(1).get_node()
+    assert (source.get_type_name(), str(source.get_output_element_type(0))) == (
+        "Constant", "<Type: 'float32'>")  # fmt: skip
+    assert kept.input_value(0).get_node().get_type_name() != "FakeQuantize"
+    (other,) = convs.values()  # conv2: int8 (fed by a FakeQuantize / converted int8 weights)
+    assert other.input_value(0).get_node().get_type_name() == "FakeQuantize"
+
+
 @pytest.mark.no_mlflow
 @needs_openvino
 def test_openvino_refuses_what_nncf_cannot_honour(built):
-    from inc_flow.quant.openvino import ignored_patterns, nncf_parameters
+    from inc_flow.quant.openvino import ignored_scope, nncf_parameters
 
     kl = replace(built.plan, ops=tuple(replace(op, act_algorithm="kl") for op in built.plan.ops))
     with pytest.raises(QuantizationError, match="act_algorithm 'minmax' only.*'kl'"):
@@ -152,10 +202,9 @@ def test_openvino_refuses_what_nncf_cannot_honour(built):
         nncf_parameters(replace(built.plan, fp32_output=True))
     int8 = built.plan.calibration_plan().ops  # all int8: only `add` falls back
     functional = Plan(ops=(*int8, replace(int8[0], name="add")))
+    node = SimpleNamespace(get_friendly_name=lambda: "__module.conv1/x")
     with pytest.raises(QuantizationError, match="cannot keep op 'add' in fp32"):
-        ignored_patterns(
-            built.engine.fp32_model, ["__module.conv1/x"], functional.with_fallback({"add"})
-        )
+        ignored_scope(built.engine.fp32_model, [node], functional.with_fallback({"add"}))
 
 
 @pytest.mark.no_mlflow
@@ -179,6 +228,59 @@ def test_openvino_plan_saves_ir_and_loads_with_equal_outputs(built, tmp_path):
     (out / "model.bin").write_bytes((out / "model.bin").read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(SaveLoadError, match=r"model\.bin.*sha256"):
         load(out)
+
+
+@pytest.mark.no_mlflow
+def test_bias_correction_is_an_openvino_option_refused_on_torch_plans():
+    fx = default_plan(list(OPS))
+    assert fx.bias_correction is None and "bias_correction" not in fx.to_dict()
+    with pytest.raises(PlanError, match=r"OpenVINO \(NNCF\) option.*'off'.*'torch_fx'"):
+        replace(fx, bias_correction="off")
+    with pytest.raises(PlanError, match=r"OpenVINO \(NNCF\) option.*'full'.*'torch_fx'"):
+        Plan.from_dict({**fx.to_dict(), "bias_correction": "full"})
+    ov = replace(fx, runtime="openvino")
+    assert ov.bias_correction == "fast"  # NNCF's default: what OpenVINO plans always had
+    with pytest.raises(PlanError, match=r"`bias_correction` must be one of .*'slow'"):
+        replace(ov, bias_correction="slow")
+    off = replace(ov, bias_correction="off")
+    assert Plan.from_dict(off.to_dict()) == off and "bc=off" in off.summary()
+    space = RuntimeSpace(ops=OPS, runtimes=("torch_fx", "openvino"))
+    assert space.plan_from_params(space.params_for(off)) == off
+    # a torch plan ignores the parameter (one trial): it has no bias correction
+    assert space.plan_from_params({"bias_correction": "off"}).bias_correction is None
+    with pytest.raises(PlanError, match=r"bias_correction.*'slow'"):
+        space.plan_from_params({"runtime": "openvino", "bias_correction": "slow"})
+    assert "bias_correction" not in RuntimeSpace(ops=OPS).choices()
+
+
+@pytest.mark.no_mlflow
+@needs_openvino
+def test_bias_correction_reaches_nncf_and_is_saved_and_reloaded(built, tmp_path, monkeypatch):
+    import nncf
+
+    from inc_flow.model.configure import plan_from_configure
+    from inc_flow.model.output import QuantizedModel, load
+
+    seen = []
+    quantize = nncf.quantize
+
+    def spy(model, dataset, **kwargs):
+        seen.append(kwargs)
+        return quantize(model, dataset, **kwargs)
+
+    monkeypatch.setattr(nncf, "quantize", spy)
+    plans = {b: replace(built.plan, bias_correction=b) for b in ("off", "full")}
+    models = {b: built.engine.build(p) for b, p in plans.items()}
+    got = [(kw["fast_bias_correction"], kw["advanced_parameters"].disable_bias_correction)
+           for kw in seen]  # fmt: skip
+    assert got == [(True, True), (False, False)]  # off; full (fast: (True, False), the rest)
+    out = QuantizedModel(models["off"], plans["off"], built.example, 32).save(tmp_path / "o")
+    saved = yaml.safe_load((out / "best_configure.yaml").read_text())
+    assert saved["bias_correction"] == "off" and plan_from_configure(saved) == plans["off"]
+    loaded = load(out)
+    x = torch.randn(5, *toys.SHAPE)
+    assert torch.equal(loaded(x), models["off"](x))
+    assert loaded.plan == plans["off"]
 
 
 @needs_openvino
@@ -232,14 +334,17 @@ def test_search_tries_each_runtime_after_the_default_and_may_choose_openvino_fp3
     ops = tuple(fakes.OPS)
     space = RuntimeSpace(ops=ops, runtimes=("torch_fx", "openvino"))
     result, engine, tracker = fakes.run(
-        dict.fromkeys(dict(ops), 0.001), space=space, benchmark=bench, max_trials=3,
-        relative=0.5, finalists=3, timeout=600.0,
+        dict.fromkeys(dict(ops), 0.001), space=space, benchmark=bench, max_trials=5,
+        relative=0.5, finalists=5, timeout=600.0,
     )  # fmt: skip
-    runs = [(r.phase, r.plan.runtime, len(r.plan.int8_ops)) for r in tracker.records]
+    runs = [(r.phase, r.plan.runtime, len(r.plan.int8_ops), r.plan.bias_correction)
+            for r in tracker.records]  # fmt: skip
     assert runs == [
-        ("default", "torch_fx", 6),
-        ("runtime", "openvino", 6),
-        ("runtime", "openvino", 0),
+        ("default", "torch_fx", 6, None),
+        ("runtime", "openvino", 6, "fast"),
+        ("runtime", "openvino", 6, "off"),
+        ("runtime", "openvino", 6, "full"),
+        ("runtime", "openvino", 0, None),
     ]
     assert all(r.state == "passed" for r in tracker.records)  # OpenVINO fp32 is an answer
     assert result.best.plan.runtime == "openvino" and not result.best.plan.int8_ops

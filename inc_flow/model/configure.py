@@ -145,6 +145,11 @@ def plan_from_configure(data: dict[str, Any], path: str | os.PathLike = CONFIGUR
                 "ops": data["op"],
                 **({"output": data["output"]} if "output" in data else {}),
                 **({"runtime": data["runtime"]} if "runtime" in data else {}),
+                **(
+                    {"bias_correction": data["bias_correction"]}
+                    if "bias_correction" in data
+                    else {}
+                ),
             }
         )
     except KeyError as e:

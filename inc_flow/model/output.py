@@ -137,6 +137,8 @@ class QuantizedModel:
         }
         if "output" in plan:  # the plan's fp32 output (absent: int8)
             out["output"] = plan["output"]
+        if "bias_correction" in plan:  # an OpenVINO plan's NNCF bias correction
+            out["bias_correction"] = plan["bias_correction"]
         return out
 
     def save(self, output_dir: str | os.PathLike) -> Path:

@@ -124,9 +124,11 @@ def nncf_parameters(plan: Plan) -> dict[str, Any]:
 
     Mapped: activation and weight scheme (sym/asym), weight granularity (per_channel is
     NNCF's default, per_tensor is asked for), the minmax activation observer (NNCF's MINMAX
-    range estimator). Refused: ``kl`` (NNCF has no histogram observer), int8 ops holding
-    settings of their own (NNCF applies one setting to the whole model), approaches other than
-    static post-training quantization.
+    range estimator), the plan's ``bias_correction`` (``fast``: NNCF's default
+    FastBiasCorrection; ``full``: ``fast_bias_correction=False``, BiasCorrection; ``off``:
+    ``disable_bias_correction``). Refused: ``kl`` (NNCF has no histogram observer), int8 ops
+    holding settings of their own (NNCF applies one setting to the whole model), approaches
+    other than static post-training quantization.
     """
     _, nncf = modules()
     from nncf.common.quantization.structs import QuantizationScheme
@@ -166,29 +168,82 @@ def nncf_parameters(plan: Plan) -> dict[str, Any]:
             mode=scheme[ref.weight_scheme], per_channel=ref.weight_granularity == "per_channel"
         ),
         activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX,
+        disable_bias_correction=plan.bias_correction == "off",
     )
     preset = nncf.QuantizationPreset.PERFORMANCE
     if ref.act_scheme == "asym":
         preset = nncf.QuantizationPreset.MIXED
-    return {"preset": preset, "advanced_parameters": advanced}
+    return {
+        "preset": preset,
+        "advanced_parameters": advanced,
+        "fast_bias_correction": plan.bias_correction != "full",
+    }
 
 
-def ignored_patterns(fp32_model: nn.Module, ov_names: Iterable[str], plan: Plan) -> list[str]:
-    """NNCF ``IgnoredScope`` patterns of ``plan``'s fp32 ops: one per op, matching the nodes
-    ``ov.convert_model`` made of that module; a QuantizationError for an op with none (a
-    functional op such as ``add``: its converted nodes carry no FX name)."""
+_WEIGHTED = {"Convolution", "GroupConvolution", "MatMul"}  # what an fp32 op's weights feed
+
+
+def _norms_after(fp32_model: nn.Module) -> dict[str, str]:
+    """Module name -> the BatchNorm module that alone consumes its output (torch.fx trace;
+    empty when the model does not trace): ``ov.convert_model`` folds such a BatchNorm into
+    the conv before it and gives the conv a generated name (``Multiply_123``), the
+    BatchNorm's ``Add`` keeping its module's."""
+    try:
+        graph = torch.fx.symbolic_trace(fp32_model).graph
+    except Exception:  # noqa: BLE001 -- untraceable: module names are all there is
+        return {}
+    mods = dict(fp32_model.named_modules())
+    norms = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and len(node.users) == 1:
+            (user,) = node.users
+            norm = mods.get(str(user.target)) if user.op == "call_module" else None
+            if isinstance(norm, nn.modules.batchnorm._BatchNorm):
+                norms[str(node.target)] = str(user.target)
+    return norms
+
+
+def ignored_scope(fp32_model: nn.Module, ov_ops: Iterable[Any], plan: Plan) -> dict[str, list]:
+    """NNCF ``IgnoredScope`` arguments (``patterns``, ``names``) keeping ``plan``'s fp32 ops
+    in fp32, given the converted model's ordered ops: an op the converter named after its
+    module (``__module.<name>/...``) by a pattern; a conv whose BatchNorm the converter folded
+    into it (renamed) by the exact name of the node feeding that BatchNorm's nodes; a
+    QuantizationError for an op with neither (e.g. a functional ``add``: its converted nodes
+    carry no FX name)."""
     modules_ = dict(fp32_model.named_modules())
-    names = list(ov_names)
-    patterns = []
+    ops = list(ov_ops)
+    names = [op.get_friendly_name() for op in ops]
+    scope: dict[str, list] = {"patterns": [], "names": []}
+    norms: dict[str, str] | None = None  # traced on the first op that needs it
     for name in plan.fp32_ops:
         prefix = _MODULE_NODE.format(name)
-        if name not in modules_ or not any(n.startswith(prefix) for n in names):
+        if name in modules_ and any(n.startswith(prefix) for n in names):
+            scope["patterns"].append("^" + re.escape(prefix) + ".*")
+            continue
+        if norms is None:
+            norms = _norms_after(fp32_model)
+        norm = norms.get(name) if name in modules_ else None
+        fed = _fed_node(ops, norm) if norm else None
+        if fed is None:
             raise QuantizationError(
                 f"runtime 'openvino' cannot keep op {name!r} in fp32: only module ops map to "
                 "OpenVINO nodes (a functional op's converted nodes carry no FX name)"
             )
-        patterns.append("^" + re.escape(prefix) + ".*")
-    return patterns
+        scope["names"].append(fed)
+    return scope
+
+
+def _fed_node(ops: list[Any], norm: str) -> str | None:
+    """The name of the weighted node feeding the first node of BatchNorm module ``norm``."""
+    prefix = _MODULE_NODE.format(norm)
+    for op in ops:
+        if op.get_friendly_name().startswith(prefix):
+            for value in op.input_values():
+                source = value.get_node()
+                if source.get_type_name() in _WEIGHTED:
+                    return source.get_friendly_name()
+            return None
+    return None
 
 
 class OpenVinoEngine:
@@ -250,10 +305,8 @@ class OpenVinoEngine:
             return OpenVinoModel(base, plan)
         _, nncf = modules()
         params = nncf_parameters(plan)
-        names = [op.get_friendly_name() for op in base.get_ordered_ops()]
-        ignored = nncf.IgnoredScope(
-            patterns=ignored_patterns(self.fp32_model, names, plan), validate=True
-        )
+        scope = ignored_scope(self.fp32_model, base.get_ordered_ops(), plan)
+        ignored = nncf.IgnoredScope(**scope, validate=True)
         if self.calib_loader is None:
             raise DataError("runtime 'openvino' needs a calibration dataloader")
         batches = self._calibration_batches()

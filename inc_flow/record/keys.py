@@ -64,6 +64,7 @@ PARAM_APPROACH: Final = "approach"  # on the parent and on each trial
 # --- params of a trial run: its plan -----------------------------------------------------------
 PARAM_BACKEND: Final = "backend"
 PARAM_RUNTIME: Final = "runtime"  # torch_fx or openvino
+PARAM_BIAS_CORRECTION: Final = "bias_correction"  # openvino: NNCF's fast/off/full; torch: "-"
 PARAM_FRAMEWORK: Final = "framework"
 PARAM_ACT_ALGORITHM: Final = "act_algorithm"
 PARAM_ACT_SCHEME: Final = "act_scheme"

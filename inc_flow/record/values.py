@@ -23,6 +23,7 @@ def plan_params(plan: Plan) -> dict[str, str]:
         k.PARAM_APPROACH: plan.approach,
         k.PARAM_BACKEND: plan.backend,
         k.PARAM_RUNTIME: plan.runtime,
+        k.PARAM_BIAS_CORRECTION: plan.bias_correction or "-",
         k.PARAM_FRAMEWORK: plan.framework,
         k.PARAM_ACT_ALGORITHM: first.act_algorithm if first else "-",
         k.PARAM_ACT_SCHEME: first.act_scheme if first else "-",

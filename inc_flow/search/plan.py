@@ -26,6 +26,9 @@ ACT_ALGORITHMS = ("minmax", "kl")
 SCHEMES = ("asym", "sym")
 GRANULARITIES = ("per_channel", "per_tensor")
 OUTPUTS = ("int8", "fp32")  # a plan's ``output``: what ``Plan.fp32_output`` reads from yaml
+# An OpenVINO plan's NNCF bias correction (the first: NNCF's default): ``fast``
+# (FastBiasCorrection), ``off``, ``full`` (BiasCorrection). Torch plans have none (None).
+BIAS_CORRECTIONS = ("fast", "off", "full")
 
 
 def _check(name: str, value: Any, allowed: tuple) -> None:
@@ -148,7 +151,11 @@ class Plan:
     ``fp32_output``: the ops after the last quantizable ops (those between them and the
     model's output, e.g. a final ``log_softmax``) stay fp32, not requantized; with the last
     op(s) in fp32 too, the outputs are off the int8 grid (no ties at the top). Stored as
-    ``output: fp32``; it changes the convert step only, not calibration."""
+    ``output: fp32``; it changes the convert step only, not calibration.
+
+    ``bias_correction``: OpenVINO plans only, one of :data:`BIAS_CORRECTIONS` (None there
+    reads as NNCF's default ``fast`` when the plan has an int8 op); a torch plan with one is
+    refused (torch's FX quantization corrects no bias)."""
 
     ops: tuple[OpPlan, ...]
     approach: str = Approach.STATIC.value
@@ -156,6 +163,7 @@ class Plan:
     framework: str = Framework.FX.value
     fp32_output: bool = False
     runtime: str = Runtime.TORCH_FX.value
+    bias_correction: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("approach", "backend", "framework", "runtime"):  # vocab -> plain strings
@@ -168,6 +176,17 @@ class Plan:
         if not isinstance(self.fp32_output, bool):
             raise PlanError(f"`fp32_output` must be a bool, got fp32_output={self.fp32_output!r}")
         _check("runtime", self.runtime, RUNTIMES)
+        if self.runtime == Runtime.OPENVINO:
+            if self.bias_correction is None and any(op.quantized for op in self.ops):
+                object.__setattr__(self, "bias_correction", BIAS_CORRECTIONS[0])
+            if self.bias_correction is not None:  # None: no int8 op, nothing to correct
+                _check("bias_correction", self.bias_correction, BIAS_CORRECTIONS)
+        elif self.bias_correction is not None:
+            raise PlanError(
+                f"`bias_correction` is an OpenVINO (NNCF) option, torch's FX quantization "
+                f"corrects no bias: got bias_correction={self.bias_correction!r} with "
+                f"runtime={self.runtime!r}"
+            )
         names = [op.name for op in self.ops]
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
@@ -201,7 +220,8 @@ class Plan:
     def calibration_key(self) -> tuple:
         """Hashable identity of the calibration this plan needs."""
         cal = self.calibration_plan()
-        return (cal.approach, cal.backend, cal.framework, cal.ops, cal.runtime)
+        return (cal.approach, cal.backend, cal.framework, cal.ops, cal.runtime,
+                cal.bias_correction)  # fmt: skip
 
     def with_fallback(self, names: set[str] | frozenset[str] | tuple[str, ...]) -> Plan:
         """This plan with the named ops set to fp32."""
@@ -226,6 +246,8 @@ class Plan:
             text += f" act={'/'.join(algos)} w={'/'.join(grans)}"
         if self.fp32_output:
             text += " out=fp32"
+        if self.bias_correction not in (None, BIAS_CORRECTIONS[0]):
+            text += f" bc={self.bias_correction}"
         return text
 
     # --- serialisation -----------------------------------------------------------------
@@ -254,6 +276,8 @@ class Plan:
             out["output"] = "fp32"
         if self.runtime != Runtime.TORCH_FX:  # torch plans keep INC's keys only
             out["runtime"] = self.runtime
+        if self.bias_correction is not None:
+            out["bias_correction"] = self.bias_correction
         return out
 
     @classmethod
@@ -286,6 +310,7 @@ class Plan:
             framework=data.get("framework", Framework.FX.value),
             fp32_output=output == "fp32",
             runtime=data.get("runtime", Runtime.TORCH_FX.value),
+            bias_correction=data.get("bias_correction"),
         )
 
 

@@ -44,7 +44,16 @@ from inc_flow.search.perop import (
     space_plans,
 )
 from inc_flow.search.perop import choices as _choices
-from inc_flow.search.plan import APPROACHES, BACKENDS, DTYPES, FRAMEWORKS, OUTPUTS, OpPlan, Plan
+from inc_flow.search.plan import (
+    APPROACHES,
+    BACKENDS,
+    BIAS_CORRECTIONS,
+    DTYPES,
+    FRAMEWORKS,
+    OUTPUTS,
+    OpPlan,
+    Plan,
+)
 from inc_flow.search.seeds import IncOrder
 from inc_flow.vocab import Approach, Backend, Framework
 
@@ -297,6 +306,7 @@ class SearchSpace(IncOrder):
         """Optuna params of ``plan`` (for ``enqueue_trial``); the inverse of plan_from_params."""
         plan = self.canonical(plan)
         values = {"backend": plan.backend, "runtime": plan.runtime, **self._global_values(plan)}
+        values["bias_correction"] = plan.bias_correction or BIAS_CORRECTIONS[0]  # torch: unused
         params: dict[str, str] = {}
         for name in self.choices():
             if name.startswith(OP_PREFIX):
