@@ -17,7 +17,7 @@ import yaml
 
 from inc_flow.errors import PlanError, SaveLoadError
 from inc_flow.quant.openvino import IR_FILES
-from inc_flow.search.plan import Plan
+from inc_flow.search.plan import OPTIONAL_KEYS, Plan
 from inc_flow.vocab import Runtime
 
 CONFIGURE_FILE = "best_configure.yaml"
@@ -143,13 +143,7 @@ def plan_from_configure(data: dict[str, Any], path: str | os.PathLike = CONFIGUR
                 "backend": data["backend"],
                 "framework": data["framework"],
                 "ops": data["op"],
-                **({"output": data["output"]} if "output" in data else {}),
-                **({"runtime": data["runtime"]} if "runtime" in data else {}),
-                **(
-                    {"bias_correction": data["bias_correction"]}
-                    if "bias_correction" in data
-                    else {}
-                ),
+                **{key: data[key] for key in OPTIONAL_KEYS if key in data},
             }
         )
     except KeyError as e:

@@ -13,6 +13,7 @@ from inc_flow.errors import PlanError
 from inc_flow.vocab import Approach, Backend, Framework, Runtime, names
 
 PLAN_FORMAT_VERSION = 1
+OPTIONAL_KEYS = ("output", "runtime", "bias_correction")  # to_dict writes them when set
 
 # A plan's approach is a concrete one: ``auto`` is resolved (static, else dynamic) before.
 APPROACHES = tuple(a for a in names(Approach) if a != Approach.AUTO)
