@@ -22,7 +22,7 @@ from inc_flow.search.records import TrialRecord
 from inc_flow.search.storage import GRACE_ENV, HEARTBEAT_ENV, PARENT_ATTR, RECORD_ATTR, WORKER_ATTR
 from tests.helpers.scaleout import cluster, mlflow_server, postgres_missing, start_cli
 from tests.helpers.stores import kill_group, sleepy_config, wait_for
-from tests.toys import BARRIER_ENV, SLEEP_ENV
+from tests.toys import BARRIER_ENV, HOLD_ENV, SLEEP_ENV
 
 pytestmark = [
     pytest.mark.slow,
@@ -128,6 +128,9 @@ def test_a_killed_workers_trial_is_retried_by_the_other(servers, tmp_path):
     config = sleepy_config(tmp_path, study, 8, "scaleout-kill")
     env = _env(uri, **{SLEEP_ENV: "0.3", HEARTBEAT_ENV: "1", GRACE_ENV: "3"})
     env[BARRIER_ENV] = f"{tmp_path / 'barrier'}:2"
+    hold = tmp_path / "hold"  # each worker's first trial waits while it exists
+    hold.touch()
+    env[HOLD_ENV] = str(hold)
     logs = [tmp_path / f"worker{i}.log" for i in range(2)]
     command = ["tune", str(config), "--storage", storage, "--worker"]
     victim, survivor = (start_cli(command, log, env) for log in logs)
@@ -145,6 +148,7 @@ def test_a_killed_workers_trial_is_retried_by_the_other(servers, tmp_path):
         procs = [(victim, logs[0]), (survivor, logs[1])]
         wait_for("a running trial in each worker", both_run_a_trial, procs, 120)
         kill_group(victim)  # SIGKILL mid-trial; the survivor only learns it by the heartbeat
+        hold.unlink()
         assert survivor.wait(timeout=240) == 0, logs[1].read_text()[-3000:]
     finally:
         kill_group(victim)

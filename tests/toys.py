@@ -15,7 +15,10 @@ while the CPU stays free. Latency is timed at other batch sizes (1 and 64 in
 tests/helpers/stores.py's config), where it does not sleep: there int8 is faster than fp32 in
 the side-by-side round, as a model registered ``@champion`` must be. With
 ``INC_FLOW_TEST_BARRIER=<dir>:<n>``, the ``sleepy_net`` factory waits (60 s at most) until
-``n`` processes have built the model, so that workers start tuning together.
+``n`` processes have built the model, so that workers start tuning together. With
+``INC_FLOW_TEST_HOLD=<file>``, the call blocks inside a traced graph (a trial's calibration or
+evaluation; the fp32 baseline runs eagerly) while ``<file>`` exists (120 s at most), so a test
+can hold a trial running in each worker until it lets them go.
 
 ``tiny_study`` tunes a TinyNet for real (two trials), for the tests that read its record.
 """
@@ -23,6 +26,7 @@ the side-by-side round, as a model registered ``@champion`` must be. With
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -33,6 +37,7 @@ from torch import nn
 
 SLEEP_ENV = "INC_FLOW_TEST_SLEEP_S"
 BARRIER_ENV = "INC_FLOW_TEST_BARRIER"
+HOLD_ENV = "INC_FLOW_TEST_HOLD"
 SHAPE = (1, 20, 20)
 SLEEP_BATCH = 8  # pause() sleeps on batches of this size only (calibration and evaluation)
 
@@ -88,6 +93,11 @@ def pause(x: torch.Tensor) -> torch.Tensor:
     seconds = float(os.environ.get(SLEEP_ENV, "0") or 0)
     if seconds > 0 and x.shape[0] == SLEEP_BATCH:
         time.sleep(seconds)
+    hold = os.environ.get(HOLD_ENV)
+    if hold and "eval_with_key" in sys._getframe(1).f_code.co_filename:  # in an FX graph
+        deadline = time.monotonic() + 120
+        while Path(hold).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     return x
 
 
