@@ -26,6 +26,7 @@ round's mean, in microseconds. Outputs are checked equal to the raw model's firs
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import functools
 import importlib.util
@@ -54,19 +55,52 @@ from bench_tuning import quiet  # noqa: E402
 GOAL = 0.10  # issue 18: the pyfunc within 10 % of the raw model at b32 (and here b64)
 
 
+def _source_at(rev: str, path: str) -> str | None:
+    """``path``'s text at git revision ``rev``; None if it did not exist there."""
+    got = subprocess.run(
+        ["git", "show", f"{rev}:{path}"], cwd=ROOT, capture_output=True, text=True
+    )  # fmt: skip
+    return got.stdout if got.returncode == 0 else None
+
+
 def _module_at(rev: str, workdir: Path) -> types.ModuleType:
-    """``inc_flow/model/pyfunc.py`` as it was at ``rev``, imported as a module of its own."""
-    source = subprocess.run(
-        ["git", "show", f"{rev}:inc_flow/model/pyfunc.py"],
-        cwd=ROOT, check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    path = workdir / f"pyfunc_{rev.replace('/', '_').replace('~', '_')}.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location(f"pyfunc_at_{abs(hash(rev))}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The module holding ``Int8PyfuncModel`` as it was at ``rev``, imported as a module of
+    its own: ``inc_flow/model/predict.py`` (since c685bd7), else ``pyfunc.py``; with the
+    ``inc_flow.model.serving`` (``Limits``) of that revision, so neither side's checks come
+    from the working tree."""
+    tag = rev.replace("/", "_").replace("~", "_").replace("^", "_")
+    loaded: dict[str, types.ModuleType] = {}
+    saved = dict(sys.modules)
+    try:
+        for name in ("serving", "predict"):
+            source = _source_at(rev, f"inc_flow/model/{name}.py")
+            if source is None:
+                continue
+            path = workdir / f"{name}_{tag}.py"
+            path.write_text(source)
+            spec = importlib.util.spec_from_file_location(f"{name}_at_{tag}", path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)  # imports the revision's modules loaded so far
+            sys.modules[f"inc_flow.model.{name}"] = module
+            loaded[name] = module
+        if "predict" not in loaded:  # before c685bd7: Int8PyfuncModel lived in pyfunc.py
+            source = _source_at(rev, "inc_flow/model/pyfunc.py")
+            path = workdir / f"pyfunc_{tag}.py"
+            path.write_text(source)
+            spec = importlib.util.spec_from_file_location(f"pyfunc_at_{tag}", path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+            loaded["predict"] = module
+    finally:  # the working tree's modules back in place for everything else
+        for name in ("serving", "predict"):
+            key = f"inc_flow.model.{name}"
+            if key in saved:
+                sys.modules[key] = saved[key]
+            else:
+                sys.modules.pop(key, None)
+    return loaded["predict"]
 
 
 def _log(output: Path, factory: str, workdir: Path, shape: tuple[int, ...]) -> Any:
@@ -95,7 +129,10 @@ def _wrap(pyfunc: Any, module: types.ModuleType, model: torch.nn.Module) -> Any:
     from mlflow.pyfunc import PyFuncModel
 
     inner = pyfunc._model_impl
-    impl = module.Int8PyfuncModel(model, inner.inputs, inner.threads, inner.backend, inner.limits)
+    limits = inner.limits
+    if hasattr(module, "Limits") and not isinstance(limits, module.Limits):  # its own class
+        limits = module.Limits(**dataclasses.asdict(limits))
+    impl = module.Int8PyfuncModel(model, inner.inputs, inner.threads, inner.backend, limits)
     return PyFuncModel(pyfunc.metadata, impl, model_id=pyfunc.model_id)
 
 

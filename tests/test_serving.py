@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import warnings
 
 import mlflow
 import numpy as np
@@ -202,21 +203,32 @@ def test_predict_names_ragged_and_too_deep_lists():
 
 
 @pytest.mark.parametrize(
-    ("where", "value", "found"),
-    [(0, np.inf, 1), (-1, np.nan, 1), (777, -np.inf, 1), (None, None, 2)],  # None: inf and -inf
+    ("where", "value", "found", "first"),
+    [
+        (0, np.inf, 1, "(0, 0) (value inf)"),
+        (-1, np.nan, 1, "(2, 999) (value nan)"),
+        (777, -np.inf, 1, "(0, 777) (value -inf)"),
+        (None, None, 2, "(0, 5) (value inf)"),  # None: inf and -inf (their sum is NaN)
+    ],
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_the_finite_check_finds_any_nan_or_inf_and_passes_huge_finite_values(
-    where, value, found, dtype
+    where, value, found, first, dtype
 ):
     limits = serving.Limits()
     x = np.ones((3, 1000), dtype)
     flat = x.reshape(-1)
     if where is None:
-        flat[5], flat[-5] = np.inf, -np.inf  # their sum is NaN
+        flat[5], flat[-5] = np.inf, -np.inf
     else:
         flat[where] = value
-    with pytest.raises(serving.InvalidInputError, match=f"holds {found} NaN or infinite"):
-        limits.check([x], ["the input"])
-    huge = np.full((3, 1000), np.finfo(dtype).max, dtype)  # finite, but its sum overflows
+    with warnings.catch_warnings():  # the quick sum warns nothing, even for inf + -inf
+        warnings.simplefilter("error")
+        with pytest.raises(serving.InvalidInputError) as e:
+            limits.check([torch.from_numpy(x)], ["the input"])
+    assert f"the input holds {found} NaN or infinite value(s), the first at index {first}" in (
+        e.value.message
+    )
+    assert f"model_config `{serving.ALLOW_NON_FINITE}`" in e.value.message
+    huge = torch.from_numpy(np.full((3, 1000), np.finfo(dtype).max, dtype))  # its sum: inf
     limits.check([huge, -huge], ["a", "b"])  # no error: the exact check decides
