@@ -4,7 +4,7 @@ int8 model it wraps, call by call, in one process.
 A saved inc_flow output (default: LeNet's tuned plan, as ``benchmarks/bench_runtimes.py``
 writes it to ``/tmp/inc_flow_bench_runtimes/lenet/output``) is logged with
 ``inc_flow.model.pyfunc.log_model`` into an SQLite store under ``--workdir`` and loaded back with
-``mlflow.pyfunc.load_model``. Timed, interleaved (the order reversed every round), at each
+``mlflow.pyfunc.load_model``. Timed, interleaved (in a random order per call), at each
 ``--threads`` count and ``--batches`` size:
 
 - ``raw``: the very ``nn.Module`` the pyfunc wraps, ``model(x)`` under ``torch.no_grad`` (as
@@ -30,15 +30,18 @@ import dataclasses
 import datetime
 import functools
 import importlib.util
+import inspect
+import itertools
 import os
 import platform
+import random
 import shutil
 import statistics
 import subprocess
 import sys
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,7 @@ for path in (ROOT, ROOT / "benchmarks"):
 
 from bench_tuning import quiet  # noqa: E402
 
+FLOOR = "MLflow alone"  # the timed variant of _floor (its own column)
 GOAL = 0.10  # issue 18: the pyfunc within 10 % of the raw model at b32 (and here b64)
 
 
@@ -136,20 +140,44 @@ def _wrap(pyfunc: Any, module: types.ModuleType, model: torch.nn.Module) -> Any:
     return PyFuncModel(pyfunc.metadata, impl, model_id=pyfunc.model_id)
 
 
+def _orders(names: list[str], order: str) -> Iterator[list[str]]:
+    """The order of each turn of calls: ``random`` (seeded) or ``alternate`` (``names``,
+    then reversed, and so on)."""
+    if order == "alternate":
+        yield from itertools.cycle([names, names[::-1]])
+    rng = random.Random(0)
+    while True:
+        yield rng.sample(names, len(names))
+
+
 def _time(
-    fns: dict[str, Callable[[], Any]], rounds: int, warmup: int, calls: int, clock: Callable
+    fns: dict[str, Callable[[], Any]],
+    rounds: int,
+    warmup: int,
+    calls: int,
+    clock: Callable,
+    order: str = "random",
 ) -> dict:
     """Round medians (s) per variant: in each round, ``warmup`` then ``calls`` calls of every
-    variant in turn, call by call (so a change in the machine's load hits all alike), the
-    order reversed every other call."""
+    variant in turn, call by call (so a change in the machine's load hits all alike), in a
+    new random order (seeded) for every call.
+
+    Random, so each variant follows each other one (and itself) equally often: a call runs
+    faster right after a call of the same code, whose instructions and weights are still in
+    the caches. A fixed order reversed every other call (this benchmark before) let the first
+    and last variants follow themselves every other call and the middle ones never: with
+    ``raw`` first, it measured a different pyfunc overhead for the same code at each place in
+    the order (e.g. +8.5 % last, +12.1 % first; pyfunc_overhead.md). ``order="alternate"``
+    times that way still, to compare."""
     names, out = list(fns), {k: [] for k in fns}
+    orders = _orders(names, order)
     for _ in range(rounds):
-        for i in range(warmup):
-            for name in names if i % 2 == 0 else names[::-1]:
+        for _ in range(warmup):
+            for name in next(orders):
                 fns[name]()
         times: dict[str, list[float]] = {k: [] for k in names}
-        for i in range(calls):
-            for name in names if i % 2 == 0 else names[::-1]:
+        for _ in range(calls):
+            for name in next(orders):
                 start = clock()
                 fns[name]()
                 times[name].append(clock() - start)
@@ -167,6 +195,27 @@ def _calls(model: torch.nn.Module, variants: dict[str, Any], x: np.ndarray) -> d
     """One call of the raw model (``raw``) and of each pyfunc variant, on batch ``x``."""
     fns = {"raw": functools.partial(_raw, model, torch.from_numpy(x))}
     return fns | {k: functools.partial(v.predict, x) for k, v in variants.items()}
+
+
+def _floor(pyfunc: Any) -> Any:
+    """MLflow's wrapper, as ``pyfunc``'s, around :class:`Echo`."""
+    from mlflow.pyfunc import PyFuncModel
+
+    return PyFuncModel(pyfunc.metadata, Echo(), model_id=pyfunc.model_id)
+
+
+def _echo(model_input: Any, params: dict[str, Any] | None = None) -> Any:
+    return model_input
+
+
+_echo.__signature__ = inspect.signature(_echo)  # type: ignore[attr-defined]
+
+
+class Echo:
+    """A pyfunc implementation whose ``predict`` returns its input (its signature precomputed,
+    as inc_flow's): MLflow's ``PyFuncModel.predict`` wrapper alone, the floor of any pyfunc."""
+
+    predict = staticmethod(_echo)
 
 
 class Nothing(torch.nn.Module):
@@ -193,6 +242,14 @@ def main(argv: list[str] | None = None) -> None:
         help="wall: time.perf_counter; cpu: the calling thread's CPU time (time.thread_time: "
         "not counting time the thread waits for a core on a loaded machine; with 1 thread only)",
     )
+    p.add_argument(
+        "--order",
+        choices=["random", "alternate"],
+        default="random",
+        help="the variants' order in each turn of calls: random (seeded; each variant follows "
+        "each other equally often), or alternate (as listed, then reversed: the first and last "
+        "variants follow themselves every other call; this benchmark's order before)",
+    )
     p.add_argument("--before", default=None, help="git revision of pyfunc.py to compare")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/inc_flow_bench_pyfunc_overhead"))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "pyfunc_overhead.md")
@@ -209,21 +266,24 @@ def main(argv: list[str] | None = None) -> None:
         )
     nothing = {k: _wrap(pyfunc, sys.modules[type(v._model_impl).__module__], Nothing())
                for k, v in variants.items()}  # fmt: skip
+    floor = _floor(pyfunc)
     torch.backends.quantized.engine = pyfunc._model_impl.backend
     load = [round(v, 1) for v in os.getloadavg()]
     lines = [
         f"Produced by `python benchmarks/bench_pyfunc_overhead.py"
-        f"{' --before ' + args.before if args.before else ''} --clock {args.clock}` "
+        f"{' --before ' + args.before if args.before else ''} --clock {args.clock} "
+        f"--threads {args.threads} --order {args.order}` "
         f"({datetime.datetime.now().isoformat(timespec='minutes')}, {platform.node()}, "
         f"torch {torch.__version__}, load average {load}): {args.output} ({args.factory}); "
         f"{args.rounds} rounds x {args.calls} calls after {args.warmup} warm-up calls per "
-        "variant, interleaved call by call (the order reversed every other call). "
+        f"variant, interleaved call by call ({args.order} order). "
         "Latency: median of the round medians (min-max); overhead: variant / raw - 1 per "
-        "round, median (min-max).",
+        "round, median (min-max). MLflow alone: `PyFuncModel.predict` around a predict that "
+        "returns its input, timed in the same turns (the floor of any pyfunc).",
         "",
-        "| threads | batch | raw (ms) | " + " | ".join(
+        "| threads | batch | raw (ms) | MLflow alone (us, % of raw) | " + " | ".join(
             f"{k} (ms) | {k} overhead" for k in variants) + " |",
-        "|---|---|---|" + "---|---|" * len(variants),
+        "|---|---|---|---|" + "---|---|" * len(variants),
     ]  # fmt: skip
     fixed = []
     for threads in [int(t) for t in args.threads.split(",")]:
@@ -235,10 +295,14 @@ def main(argv: list[str] | None = None) -> None:
             for name, v in variants.items():
                 if not np.array_equal(v.predict(x), ref):
                     raise SystemExit(f"{name}: outputs differ from the raw model's")
-            fns = _calls(model, variants, x)
-            got = _time(fns, args.rounds, args.warmup, args.calls, clock)
+            fns = _calls(model, variants, x) | {FLOOR: functools.partial(floor.predict, x)}
+            got = _time(fns, args.rounds, args.warmup, args.calls, clock, args.order)
             r = got["raw"]
             cells = [f"{1e3 * statistics.median(r):.3f} ({1e3 * min(r):.3f}-{1e3 * max(r):.3f})"]
+            share = [a / b for a, b in zip(got[FLOOR], r, strict=True)]
+            cells.append(
+                f"{1e6 * statistics.median(got[FLOOR]):.0f} ({statistics.median(share):.1%})"
+            )
             for k in variants:
                 ratio = [a / b - 1 for a, b in zip(got[k], r, strict=True)]
                 cells.append(f"{1e3 * statistics.median(got[k]):.3f}")
@@ -249,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         for batch in (1, 64):
             x = np.zeros((batch, *shape), np.float32)
             fns = _calls(Nothing(), nothing, x)
-            got = _time(fns, args.rounds, args.warmup, args.calls * 10, clock)
+            got = _time(fns, args.rounds, args.warmup, args.calls * 10, clock, args.order)
             best = {k: 1e6 * min(v) for k, v in got.items()}
             fixed.append(f"- {threads} thread(s), b{batch}: " + ", ".join(
                 f"{k} {best[k] - best['raw']:.0f} us" for k in nothing))  # fmt: skip

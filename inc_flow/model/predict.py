@@ -65,7 +65,7 @@ class Int8PyfuncModel:
         # call (to see whether it takes `params`). On a bound method that builds a new
         # Signature each time (~10 us, several times that between forwards); on this
         # instance attribute, which carries its signature, it is one attribute lookup.
-        self.predict = functools.partial(Int8PyfuncModel.predict, self)
+        self.predict = functools.partial(type(self).predict, self)
         self.predict.__signature__ = _PREDICT_SIGNATURE
 
     def get_raw_model(self) -> torch.nn.Module:
@@ -100,7 +100,7 @@ class Int8PyfuncModel:
                 input and what was expected.
         """
         del params  # the model takes none; accepted because MLflow passes them
-        tensors = [torch.from_numpy(a) for a in self._arrays(model_input)]
+        tensors = list(map(torch.from_numpy, self._arrays(model_input)))  # no copy
         self.limits.check(tensors, self._labels)
         if torch.backends.quantized.engine != self.backend:  # set once, or if changed since
             set_backend(self.backend)
