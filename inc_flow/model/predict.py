@@ -4,15 +4,19 @@ and checks, kept cheap per call.
 Loaded by :func:`inc_flow.model.pyfunc._load_pyfunc`. A request is checked (dtype, shape,
 size, NaN/inf: :mod:`inc_flow.model.serving`) and run under ``torch.inference_mode``. The
 fixed cost per call is kept small (``benchmarks/bench_pyfunc_overhead.py``): a float32
-ndarray of the right shape is taken as it is; the finite check reads the batch once; the
-quantized engine and the thread count are set only when they differ from what is in force;
-torch.ao's warnings are silenced on the first call only (they come once per process, and
-``warnings.catch_warnings`` costs tens of microseconds and is not thread-safe); and
-``predict``'s signature, which MLflow reads on every call, is computed once.
+ndarray of the right shape is taken as it is, and its tensor shares its memory; the finite
+check reads the batch once (torch's sum of the tensor); the quantized engine and the thread
+count are set only when they differ from what is in force, and the usual call enters no
+context but ``inference_mode``; torch.ao's warnings are silenced on the first call only
+(they come once per process, and ``warnings.catch_warnings`` costs tens of microseconds and
+is not thread-safe); and ``predict``'s signature, which MLflow reads on every call, is an
+attribute of the instance's ``predict``. What is left, and MLflow's own cost around it:
+``benchmarks/pyfunc_overhead.md``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -104,22 +108,27 @@ class Int8PyfuncModel:
         self.limits.check(tensors, self._labels)
         if torch.backends.quantized.engine != self.backend:  # set once, or if changed since
             set_backend(self.backend)
-        if self._warm:
+        if self._warm and self.threads is None:  # the usual call: inference_mode only
+            with torch.inference_mode():
+                out = self.model(*tensors)
+        else:
             out = self._forward(tensors)
-        else:  # torch.ao warns once per process, when its int8 kernels first run
-            with quiet():
-                out = self._forward(tensors)
-            self._warm = True
         if not isinstance(out, torch.Tensor):
             raise IncFlowError(f"the int8 model returned {type(out).__name__}, not a tensor")
         return (out.dequantize() if out.is_quantized else out).numpy()
 
     def _forward(self, tensors: list[torch.Tensor]) -> Any:
-        with torch.inference_mode():
-            if self.threads is None:  # torch's default: the caller's count, left alone
-                return self.model(*tensors)
-            with intra_op_threads(self.threads):
-                return self.model(*tensors)
+        """The forward with the thread count set for it (:mod:`inc_flow.model.threads`), and
+        on the first call torch.ao's warnings silenced (they come once per process, when its
+        int8 kernels first run)."""
+        with contextlib.ExitStack() as stack:
+            if not self._warm:
+                stack.enter_context(quiet())
+            stack.enter_context(torch.inference_mode())
+            stack.enter_context(intra_op_threads(self.threads))  # None: changes nothing
+            out = self.model(*tensors)
+        self._warm = True
+        return out
 
     def _fail(self, spec: InputSpec | None, problem: str) -> InvalidInputError:
         if spec is None or spec.name is None:
