@@ -104,7 +104,7 @@ class Int8PyfuncModel:
                 input and what was expected.
         """
         del params  # the model takes none; accepted because MLflow passes them
-        tensors = list(map(torch.from_numpy, self._arrays(model_input)))  # no copy
+        tensors = [torch.from_numpy(a) for a in self._arrays(model_input)]  # no copy
         self.limits.check(tensors, self._labels)
         if torch.backends.quantized.engine != self.backend:  # set once, or if changed since
             set_backend(self.backend)
