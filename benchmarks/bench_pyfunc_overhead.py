@@ -11,8 +11,11 @@ writes it to ``/tmp/inc_flow_bench_runtimes/lenet/output``) is logged with
   ``bench_runtimes`` times ``inc_flow.load``'s model);
 - ``pyfunc``: ``PyFuncModel.predict`` on the same batch as a numpy array (MLflow's schema
   check, inc_flow's input checks, the output conversion);
-- with ``--before REV``: the same through ``inc_flow/model/pyfunc.py`` as it was at git
-  revision ``REV`` (its ``Int8PyfuncModel`` around the same module, in the same MLflow wrapper).
+- with ``--before REV``: the same through ``Int8PyfuncModel`` as it was at git revision
+  ``REV`` (``inc_flow/model/predict.py`` and ``serving.py``, or ``pyfunc.py`` before c685bd7;
+  around the same module, in the same MLflow wrapper);
+- ``MLflow alone``: MLflow's wrapper around a ``predict`` that returns its input (the floor of
+  any pyfunc), reported in microseconds and as a share of ``raw``.
 
 Each round: ``--warmup`` calls, then the median of ``--calls`` calls per variant; reported: the
 median of the round medians (min-max) and the overhead variant / raw - 1 per round. Then the
@@ -167,7 +170,7 @@ def _time(
     the caches. A fixed order reversed every other call (this benchmark before) let the first
     and last variants follow themselves every other call and the middle ones never: with
     ``raw`` first, it measured a different pyfunc overhead for the same code at each place in
-    the order (e.g. +8.5 % last, +12.1 % first; pyfunc_overhead.md). ``order="alternate"``
+    the order (e.g. +12.5 % first, +8.5 % last; pyfunc_overhead.md). ``order="alternate"``
     times that way still, to compare."""
     names, out = list(fns), {k: [] for k in fns}
     orders = _orders(names, order)
@@ -250,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         "each other equally often), or alternate (as listed, then reversed: the first and last "
         "variants follow themselves every other call; this benchmark's order before)",
     )
-    p.add_argument("--before", default=None, help="git revision of pyfunc.py to compare")
+    p.add_argument("--before", default=None, help="git revision of Int8PyfuncModel to compare")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/inc_flow_bench_pyfunc_overhead"))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "pyfunc_overhead.md")
     args = p.parse_args(argv)
