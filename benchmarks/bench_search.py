@@ -18,7 +18,9 @@ the cached checkpoint) and ``minilm`` (dynamic int8, cosine agreement 0.99; need
 ``[minilm]`` extra).
 
 Everything runs with ``--threads`` intra-op threads (default 1): the machine is shared.
-The table goes to ``--out`` (default ``benchmarks/search.md``).
+The table goes to ``--out`` (default ``benchmarks/search.md``). ``--save DIR`` also saves each
+run's chosen model to ``DIR/<case>-<strategy>`` (``best_configure.yaml`` + weights), for
+``benchmarks/verify_saved.py``.
 """
 
 from __future__ import annotations
@@ -166,8 +168,10 @@ def run_one(
     model = case.load()
     func = top1_func(cfg) if case.eval_func else None
     start = time.perf_counter()
+    save = getattr(args, "save", None)  # bench_search_speed.py has no --save
+    output = None if save is None else save / f"{case.name}-{label or strategy}"
     with quiet():
-        outcome = quantize(cfg, model=model, eval_func=func)
+        outcome = quantize(cfg, model=model, eval_func=func, output=output)
     run = Run(case.name, label or strategy, outcome.result, time.perf_counter() - start)
     print(describe(run), flush=True)
     return run
@@ -247,6 +251,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20, help="timed calls per round")
     parser.add_argument("--max-trials", type=int, default=40)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/search.md")
+    parser.add_argument("--save", type=Path, default=None, help="save each chosen model here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     runs: list[Run] = []

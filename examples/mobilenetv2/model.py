@@ -12,8 +12,10 @@ logits.
 In long-trained MobileNets, depthwise convolutions with batch norm folded in have weight
 ranges that differ by orders of magnitude between channels, so per-tensor int8 weights lose
 accuracy; ``conf/mobilenetv2_static.yaml`` allows only per-tensor weights and lets tuning
-fall ops back to fp32. The briefly trained checkpoint here shows this only mildly (largest
-channel about 2x the median after folding): see the README's "Example models".
+fall ops back to fp32. The briefly trained checkpoint here shows this only mildly: after
+folding, a layer's largest output channel is about 2x its median channel (median over the 35
+Conv+BatchNorm pairs 1.8x, at most 5.1x in the depthwise ``features.15.conv.1``, on the
+1286-step checkpoint of ``examples.mobilenetv2.train``): see the README's "Example models".
 
 The trained state dict (~9 MB) is not committed: ``python -m examples.mobilenetv2.train``
 writes it to :func:`checkpoint_path` (``$INC_FLOW_CACHE/mobilenetv2_fmnist.pt``, else
