@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import logging
 import platform
 import re
@@ -58,7 +59,7 @@ from bench_search import Run as SearchRun  # noqa: E402
 from bench_tuning import _load_lenet, quiet  # noqa: E402
 
 from inc_flow.api import quantize  # noqa: E402
-from inc_flow.data import build_dataloader  # noqa: E402
+from inc_flow.data import build_dataloader, call_model, split_batch  # noqa: E402
 
 SKIP = (
     "skipped: neural_compressor is not importable ({error}); INC is not an inc_flow "
@@ -74,7 +75,11 @@ CASES = {
     ),
     "lenet": SEARCH_CASES["lenet-func"],  # absolute: 0.0
     "resnet18": SEARCH_CASES["resnet18-func"],  # relative: 0.001, all 10k test images
+    # relative 0.0025 on the config's 2048 images, per-tensor weights only (both tuners)
+    "mobilenetv2": replace(SEARCH_CASES["mobilenetv2"], name="mobilenetv2-func", eval_func=True),
 }
+# INC's equivalent of a config's `model_wise: weight: granularity: [per_tensor]`
+PER_TENSOR = {"weight": {"granularity": ["per_tensor"]}}
 # "inc_flow basic onednn": the same with backend onednn, whose activations use all 8 bits
 # (x86 reduces them to 7, quant/mapping.py; INC on a VNNI CPU uses 8: REDUCE_RANGE False).
 TUNERS = ("inc_flow basic", "INC 2.x basic", "inc_flow inc", "inc_flow basic onednn")
@@ -139,6 +144,35 @@ class _Capture(logging.Handler):
 TUNE_LINE = re.compile(r"^Tune (\d+) result is: \[Accuracy \(int8\|fp32\): ([0-9.]+)\|")
 
 
+def eval_func_of(cfg: Any) -> Any:
+    """argmax top-1 over the config's eval set as a scalar black box (``bench_search.top1_func``
+    over every batch), capped at the config's ``iteration`` batches when it sets a cap
+    (MobileNetV2: 8 x 256 = its 2048 images)."""
+    iteration = int(cfg.evaluation.accuracy.iteration)
+    if iteration <= 0:
+        return top1_func(cfg)
+    loader = build_dataloader(cfg.evaluation.accuracy.dataloader)
+
+    def eval_func(model: Any) -> float:
+        correct = seen = 0
+        with torch.no_grad():
+            for batch in itertools.islice(loader, iteration):
+                inputs, labels = split_batch(batch)
+                correct += int((call_model(model, inputs).argmax(1) == labels).sum())
+                seen += int(labels.shape[0])
+        return correct / seen
+
+    return eval_func
+
+
+def _op_types(cfg: Any) -> dict | None:
+    """INC's ``op_type_dict`` for a config that allows only per-tensor weights, else None."""
+    weight = cfg.quantization.model_wise.weight
+    if weight is not None and tuple(weight.granularity or ()) == ("per_tensor",):
+        return {"Conv2d": PER_TENSOR, "Linear": PER_TENSOR}
+    return None
+
+
 def run_inc(case: Case, args: argparse.Namespace, workdir: Path, round_: int) -> Row:
     from neural_compressor import PostTrainingQuantConfig, quantization
     from neural_compressor.config import AccuracyCriterion, TuningCriterion, options
@@ -153,9 +187,10 @@ def run_inc(case: Case, args: argparse.Namespace, workdir: Path, round_: int) ->
         excluded_precisions=["bf16"],
         accuracy_criterion=AccuracyCriterion(criterion=kind, tolerable_loss=float(loss)),
         tuning_criterion=TuningCriterion(strategy="basic", timeout=0, max_trials=args.max_trials),
+        op_type_dict=_op_types(cfg),
     )
     calib = build_dataloader(cfg.quantization.calibration.dataloader)
-    func = Counted(top1_func(cfg))
+    func = Counted(eval_func_of(cfg))
     model = case.load()
     logger = logging.getLogger("neural_compressor")
     shown = [(h, h.level) for h in logger.handlers]
@@ -184,7 +219,7 @@ def run_inc(case: Case, args: argparse.Namespace, workdir: Path, round_: int) ->
     passed = q is not None
     accuracy = None
     if passed:
-        accuracy = top1_func(cfg)(q.model)
+        accuracy = eval_func_of(cfg)(q.model)
     row = Row(
         case.name,
         "INC 2.x basic",
@@ -215,14 +250,14 @@ def run_inc_flow(
     if backend:
         cfg = replace(cfg, quantization=replace(cfg.quantization, backend=tuple(backend)))
     model = case.load()
-    func = Counted(top1_func(cfg))
+    func = Counted(eval_func_of(cfg))
     start = time.perf_counter()
     with quiet():
         outcome = quantize(cfg, model=model, eval_func=func)
     wall = time.perf_counter() - start
     r = outcome.result
     run = SearchRun(case.name, strategy, r, wall)
-    accuracy = None if r.best_model is None else top1_func(cfg)(r.best_model)
+    accuracy = None if r.best_model is None else eval_func_of(cfg)(r.best_model)
     return Row(
         case.name,
         tuner,
@@ -307,7 +342,7 @@ def write(rows: list[Row], args: argparse.Namespace, inc_version: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default="lenet-rel,lenet,resnet18")
+    parser.add_argument("--cases", default="lenet-rel,lenet,resnet18")  # also mobilenetv2
     parser.add_argument("--tuners", default=",".join(TUNERS))
     parser.add_argument("--rounds", type=int, default=1, help="order reversed every round")
     parser.add_argument("--threads", type=int, default=1)
