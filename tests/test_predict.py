@@ -67,3 +67,33 @@ def test_a_subclass_predict_is_the_one_called():
 
     out = Doubled(nn.Flatten(), SHAPE, None, "x86").predict(_x())
     assert np.array_equal(out, 2 * _x().reshape(2, -1))
+
+
+@pytest.mark.parametrize("openvino", [False, True], ids=["torch model", "OpenVINO model"])
+def test_the_finite_check_sums_on_the_models_side(openvino, monkeypatch):
+    # An OpenVINO model runs on its own threads: torch's sum (OpenMP threads from 32768
+    # values on) must stay out of its way, numpy sums instead; a torch model keeps torch's.
+    from inc_flow.quant.openvino import OpenVinoModel
+
+    class FakeOpenVino(OpenVinoModel):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.flatten(1)
+
+    model = FakeOpenVino(None) if openvino else nn.Flatten()
+    calls: list[tuple[int, ...]] = []
+    real_sum = torch.Tensor.sum
+
+    def counting_sum(self, *args, **kwargs):
+        calls.append(tuple(self.shape))
+        return real_sum(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "sum", counting_sum)
+    pyfunc = Int8PyfuncModel(model, SHAPE, None, "x86")
+    x = _x(3)
+    assert np.array_equal(pyfunc.predict(x), x.reshape(3, -1))
+    assert calls == ([] if openvino else [x.shape])
+    x[1, 0, 2, 3] = np.nan
+    with pytest.raises(
+        Exception, match=r"NaN or infinite value\(s\), the first at index \(1, 0, 2, 3\)"
+    ):
+        pyfunc.predict(x)

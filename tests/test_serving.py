@@ -212,8 +212,9 @@ def test_predict_names_ragged_and_too_deep_lists():
     ],
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("torch_sum", [True, False], ids=["torch sum", "numpy sum"])
 def test_the_finite_check_finds_any_nan_or_inf_and_passes_huge_finite_values(
-    where, value, found, first, dtype
+    where, value, found, first, dtype, torch_sum
 ):
     limits = serving.Limits()
     x = np.ones((3, 1000), dtype)
@@ -225,10 +226,12 @@ def test_the_finite_check_finds_any_nan_or_inf_and_passes_huge_finite_values(
     with warnings.catch_warnings():  # the quick sum warns nothing, even for inf + -inf
         warnings.simplefilter("error")
         with pytest.raises(serving.InvalidInputError) as e:
-            limits.check([torch.from_numpy(x)], ["the input"])
+            limits.check([torch.from_numpy(x)], ["the input"], torch_sum)
     assert f"the input holds {found} NaN or infinite value(s), the first at index {first}" in (
         e.value.message
     )
     assert f"model_config `{serving.ALLOW_NON_FINITE}`" in e.value.message
     huge = torch.from_numpy(np.full((3, 1000), np.finfo(dtype).max, dtype))  # its sum: inf
-    limits.check([huge, -huge], ["a", "b"])  # no error: the exact check decides
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        limits.check([huge, -huge], ["a", "b"], torch_sum)  # no error: the exact check decides

@@ -32,6 +32,7 @@ from inc_flow.model.serving import InvalidInputError, Limits
 from inc_flow.model.signature import FLOAT32, InputSpec, as_specs, supported_dtype
 from inc_flow.model.threads import check_threads, intra_op_threads
 from inc_flow.quant.ao import quiet, set_backend
+from inc_flow.quant.openvino import OpenVinoModel
 
 
 class Int8PyfuncModel:
@@ -62,6 +63,8 @@ class Int8PyfuncModel:
         self.limits = limits or Limits()
         self._labels = [s.label for s in self.inputs]
         self._warm = False  # set after the first predict (which runs under `quiet()`)
+        # the finite check sums on the threads the model runs on (serving.Limits.check)
+        self._torch_sum = not isinstance(model, OpenVinoModel)
         # one unnamed float32 input: an ndarray of it needs no conversion (`_arrays`)
         plain = self.inputs[0] if len(self.inputs) == 1 else None
         self._plain = plain if plain and plain.name is None and plain.dtype == FLOAT32 else None
@@ -105,7 +108,7 @@ class Int8PyfuncModel:
         """
         del params  # the model takes none; accepted because MLflow passes them
         tensors = [torch.from_numpy(a) for a in self._arrays(model_input)]  # no copy
-        self.limits.check(tensors, self._labels)
+        self.limits.check(tensors, self._labels, self._torch_sum)
         if torch.backends.quantized.engine != self.backend:  # set once, or if changed since
             set_backend(self.backend)
         if self._warm and self.threads is None:  # the usual call: inference_mode only

@@ -94,12 +94,19 @@ class Limits:
             sizes[key] = value
         return cls(allow, sizes[MAX_ELEMENTS], sizes[MAX_REQUEST_BYTES])
 
-    def check(self, tensors: Sequence[torch.Tensor], labels: Sequence[str]) -> None:
+    def check(
+        self, tensors: Sequence[torch.Tensor], labels: Sequence[str], torch_sum: bool = True
+    ) -> None:
         """Refuse inputs over ``max_elements`` in total, or holding NaN/inf (unless allowed).
 
         Args:
             tensors: the inputs as CPU tensors (``torch.from_numpy`` of the request's arrays:
                 no copy), in the order of ``labels``.
+            torch_sum: sum with torch (a torch model: the cheaper call, on the threads the
+                model uses next), else with numpy (a model on other threads, e.g. OpenVINO's:
+                from 32768 values on torch sums on its OpenMP threads, whose spinning then
+                slowed OpenVINO's own; LeNet b64, 2 threads: 1.56 ms alone, 2.79 ms after
+                torch's sum, 1.64 ms after numpy's).
 
         Raises:
             InvalidInputError: naming the input, what was found and the key that allows it.
@@ -119,14 +126,14 @@ class Limits:
             if not tensor.is_floating_point():
                 continue
             # A finite sum means no NaN/inf (either makes it NaN or inf; a sum that overflows
-            # only takes the exact check below): one read, no temporary. numpy's sum, not
-            # torch's: on 32768 values or more torch sums on its OpenMP threads, whose spinning
-            # then slowed an OpenVINO model's own threads (LeNet b64, 2 threads: 1.56 ms alone,
-            # 2.79 ms after torch's sum, 1.64 ms after numpy's). `np.errstate`: overflow and
-            # inf + -inf would warn.
+            # only takes the exact check below): one read, no temporary. numpy's needs
+            # `np.errstate` (overflow and inf + -inf would warn); torch's warns nothing.
             array = tensor.numpy()
-            with np.errstate(all="ignore"):
-                total = np.add.reduce(array, axis=None, dtype=_ACCUMULATE.get(array.dtype))
+            if torch_sum:
+                total = float(tensor.sum())
+            else:
+                with np.errstate(all="ignore"):
+                    total = np.add.reduce(array, axis=None, dtype=_ACCUMULATE.get(array.dtype))
             if math.isfinite(total):
                 continue
             bad = ~np.isfinite(array)
