@@ -179,6 +179,15 @@ def test_search_with_timeout_picks_the_fastest_passing_plan() -> None:
     assert result.best_model.plan == result.best.plan
 
 
+def test_a_timeout_spent_before_the_first_trial_still_runs_one() -> None:
+    # The fp32 baseline alone can outlast a short timeout (ResNet18 at 1 thread: 176 s against
+    # 60 s); the study then still evaluates a plan, as INC does, instead of ending empty.
+    damage = {"conv1": 0.001}
+    result, _, _ = run(damage, timeout=1e-6, max_trials=25)
+    assert result.stop_reason == "timeout" and result.n_trials == 1
+    assert result.best is not None and result.best.passed
+
+
 def test_max_trials_bounds_seeds_too() -> None:
     result, _, _ = run(HOPELESS, timeout=60, max_trials=3)
     assert result.n_trials == 3 and result.stop_reason == "max_trials"

@@ -179,7 +179,7 @@ class _Tuning:
         self.tracker.study_started(info)
         seeds = strategy_seeds(self)
         default = self.space.default_plan()
-        while not self.stop_reason:
+        while not self.stop_reason:  # a timeout ends a study only after a trial (INC's rule)
             if self.heartbeat and s.new_trials:
                 st.fail_heartbeat_stale(self.study)
             n_done = history.sync()
@@ -189,7 +189,7 @@ class _Tuning:
                 self.stop_reason = "performance_only"
             elif n_done >= s.max_trials:
                 self.stop_reason = "max_trials"
-            elif s.timeout > 0 and time.perf_counter() - self.start >= s.timeout:
+            elif s.timeout > 0 and n_done and time.perf_counter() - self.start >= s.timeout:
                 self.stop_reason = "timeout"
             elif len(history.evaluated) >= self.space.n_plans():
                 self.stop_reason = "space exhausted"
