@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import itertools
 import logging
 import platform
 import re
@@ -59,7 +58,7 @@ from bench_search import Run as SearchRun  # noqa: E402
 from bench_tuning import _load_lenet, quiet  # noqa: E402
 
 from inc_flow.api import quantize  # noqa: E402
-from inc_flow.data import build_dataloader, call_model, split_batch  # noqa: E402
+from inc_flow.data import build_dataloader  # noqa: E402
 
 SKIP = (
     "skipped: neural_compressor is not importable ({error}); INC is not an inc_flow "
@@ -144,27 +143,6 @@ class _Capture(logging.Handler):
 TUNE_LINE = re.compile(r"^Tune (\d+) result is: \[Accuracy \(int8\|fp32\): ([0-9.]+)\|")
 
 
-def eval_func_of(cfg: Any) -> Any:
-    """argmax top-1 over the config's eval set as a scalar black box (``bench_search.top1_func``
-    over every batch), capped at the config's ``iteration`` batches when it sets a cap
-    (MobileNetV2: 8 x 256 = its 2048 images)."""
-    iteration = int(cfg.evaluation.accuracy.iteration)
-    if iteration <= 0:
-        return top1_func(cfg)
-    loader = build_dataloader(cfg.evaluation.accuracy.dataloader)
-
-    def eval_func(model: Any) -> float:
-        correct = seen = 0
-        with torch.no_grad():
-            for batch in itertools.islice(loader, iteration):
-                inputs, labels = split_batch(batch)
-                correct += int((call_model(model, inputs).argmax(1) == labels).sum())
-                seen += int(labels.shape[0])
-        return correct / seen
-
-    return eval_func
-
-
 def _op_types(cfg: Any) -> dict | None:
     """INC's ``op_type_dict`` for a config that allows only per-tensor weights, else None."""
     weight = cfg.quantization.model_wise.weight
@@ -190,7 +168,7 @@ def run_inc(case: Case, args: argparse.Namespace, workdir: Path, round_: int) ->
         op_type_dict=_op_types(cfg),
     )
     calib = build_dataloader(cfg.quantization.calibration.dataloader)
-    func = Counted(eval_func_of(cfg))
+    func = Counted(top1_func(cfg))
     model = case.load()
     logger = logging.getLogger("neural_compressor")
     shown = [(h, h.level) for h in logger.handlers]
@@ -219,7 +197,7 @@ def run_inc(case: Case, args: argparse.Namespace, workdir: Path, round_: int) ->
     passed = q is not None
     accuracy = None
     if passed:
-        accuracy = eval_func_of(cfg)(q.model)
+        accuracy = top1_func(cfg)(q.model)
     row = Row(
         case.name,
         "INC 2.x basic",
@@ -250,14 +228,14 @@ def run_inc_flow(
     if backend:
         cfg = replace(cfg, quantization=replace(cfg.quantization, backend=tuple(backend)))
     model = case.load()
-    func = Counted(eval_func_of(cfg))
+    func = Counted(top1_func(cfg))
     start = time.perf_counter()
     with quiet():
         outcome = quantize(cfg, model=model, eval_func=func)
     wall = time.perf_counter() - start
     r = outcome.result
     run = SearchRun(case.name, strategy, r, wall)
-    accuracy = None if r.best_model is None else eval_func_of(cfg)(r.best_model)
+    accuracy = None if r.best_model is None else top1_func(cfg)(r.best_model)
     return Row(
         case.name,
         tuner,

@@ -128,14 +128,15 @@ class Limits:
             # A finite sum means no NaN/inf (either makes it NaN or inf; a sum that overflows
             # only takes the exact check below): one read, no temporary. numpy's needs
             # `np.errstate` (overflow and inf + -inf would warn); torch's warns nothing.
-            array = tensor.numpy()
             if torch_sum:
-                total = float(tensor.sum())
+                summed = float(tensor.sum())
             else:
+                array = tensor.numpy()
                 with np.errstate(all="ignore"):
-                    total = np.add.reduce(array, axis=None, dtype=_ACCUMULATE.get(array.dtype))
-            if math.isfinite(total):
+                    summed = np.add.reduce(array, axis=None, dtype=_ACCUMULATE.get(array.dtype))
+            if math.isfinite(summed):
                 continue
+            array = tensor.numpy()  # the rare path: name the first bad value
             bad = ~np.isfinite(array)
             if not bad.any():
                 continue
