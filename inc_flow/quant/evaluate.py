@@ -19,7 +19,7 @@ from inc_flow.data.batches import call_model, split_batch
 from inc_flow.errors import DataError, MetricError
 from inc_flow.metrics.build import chance_level, tied_outputs, update_metric, wants_reference
 from inc_flow.quant.latency import measure_latency, round_plan, time_side_by_side
-from inc_flow.quant.samples import SampleProbe, ranks_classes
+from inc_flow.quant.samples import SampleProbe, counts_top1, ranks_classes
 from inc_flow.search.probe import Probe
 from inc_flow.search.records import EvalOutcome
 from inc_flow.search.speed import Candidate
@@ -120,7 +120,11 @@ class MetricEvaluator:
         self.inputs_checked = False  # True after one full pass found only finite inputs
         self.samples: SampleProbe | None = None
         if eval_func is None:
-            self.samples = SampleProbe(dataloader, ranks_classes(metric), batches=iteration)
+            # labels as the metric sees them only without a postprocess (which may map them)
+            labelled = postprocess is None and counts_top1(metric)
+            self.samples = SampleProbe(
+                dataloader, ranks_classes(metric), batches=iteration, labelled=labelled
+            )
         elif probe_loader is not None:
             self.samples = SampleProbe(
                 probe_loader, True, probe_limit, -1, probe_disagreements, probe_most

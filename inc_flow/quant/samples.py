@@ -4,7 +4,9 @@
 them sample by sample into a ``search.probe.Probe``: argmax class, whether the top score ties,
 fp32's top-1 margin and the output error. Outputs of full evaluations are recorded per batch
 (``record``), so probing all-int8 over every eval sample after its evaluation runs nothing
-again. Only the first tensor of a model's output is compared, flattened per sample.
+again. Only the first tensor of a model's output is compared, flattened per sample. With
+``labelled`` (a top-1 metric on the eval data: :func:`counts_top1`) a probe also carries the
+samples' labels, when every batch's label is one integer class per sample.
 
 On calibration data (an ``eval_func``'s ranking), a probe of every sample reads at least
 ``limit`` samples, then goes on until the model disagrees with fp32 on ``disagreements`` of
@@ -81,7 +83,8 @@ class SampleProbe:
     (<= 0: all; an eval loader's ``iteration``). ``classes``: compare argmax classes
     (classification metrics, ``eval_func``), else output errors only. ``disagreements`` > 0
     (with ``limit`` and ``classes``): a probe of every sample goes on past ``limit`` until the
-    model disagrees with the reference on that many samples, up to ``most`` samples."""
+    model disagrees with the reference on that many samples, up to ``most`` samples.
+    ``labelled``: probes carry the samples' labels (see the module doc)."""
 
     def __init__(
         self,
@@ -91,8 +94,10 @@ class SampleProbe:
         batches: int = -1,
         disagreements: int = 0,
         most: int | None = None,
+        labelled: bool = False,
     ) -> None:
         self.loader, self.classes, self.limit, self.batches = loader, classes, limit, batches
+        self.labelled = labelled and classes
         self.disagreements = disagreements if limit is not None and classes else 0
         self.most = max(most or 0, limit) if self.disagreements and limit is not None else limit
         self._runs: OrderedDict[int, tuple[Any, dict[int, torch.Tensor]]] = OrderedDict()
@@ -128,22 +133,25 @@ class SampleProbe:
         return None if run is None or run[0] is not model else run[1].get(batch)
 
     # --- probing ---------------------------------------------------------------------------
-    def _batches(self) -> Iterable[tuple[int, Any]]:
+    def _batches(self) -> Iterable[tuple[int, Any, torch.Tensor | None]]:
+        """(batch index, inputs, labels as one integer class per sample or None)."""
         seen = 0
         for i, batch in enumerate(self.loader):
             if (self.most is not None and seen >= self.most) or 0 < self.batches <= i:
                 return
-            inputs, _ = split_batch(batch)
-            yield i, inputs
-            seen += _size(inputs)
+            inputs, labels = split_batch(batch)
+            n = _size(inputs)
+            yield i, inputs, _classes_of(labels, n) if self.labelled else None
+            seen += n
 
     def probe(self, model: Any, reference: Any, indices: Sequence[int] | None) -> Probe:
         """``model`` beside ``reference`` on the samples at ``indices`` (None: all)."""
         facts: dict[str, list] = {}
         order: list[int] = []
+        labels: list[int] | None = [] if self.labelled else None
         cost = wrong = 0
         with torch.no_grad():
-            for batch, local, where, inputs in self._pieces(indices):
+            for batch, local, where, inputs, classes in self._pieces(indices):
                 outs = []
                 for m in (model, reference):
                     values = self._recorded(m, batch)
@@ -156,6 +164,11 @@ class SampleProbe:
                     outs.append(values)
                 order += where
                 more = compare(outs[0], outs[1], self.classes)
+                width = int(outs[0].shape[1])
+                if labels is not None and classes is not None and int(classes.max()) < width:
+                    labels += classes.tolist()
+                else:  # a batch without usable labels: the probe ranks by agreement
+                    labels = None
                 for k, v in more.items():
                     facts.setdefault(k, []).extend(v)
                 wrong += _wrong(more)
@@ -168,6 +181,7 @@ class SampleProbe:
             tied=tuple(bool(t) for t in facts.get("tied", ())),
             ref_margins=tuple(facts.get("ref_margins", ())),
             errors=tuple(facts.get("errors", ())),
+            labels=tuple(labels) if labels and "preds" in facts else (),
             cost=cost,
         )
 
@@ -175,26 +189,45 @@ class SampleProbe:
         """Whether a probe of every sample can stop (see the class doc)."""
         return self.limit is not None and seen >= self.limit and wrong >= self.disagreements
 
-    def _pieces(self, indices: Sequence[int] | None) -> Iterable[tuple[int, Any, list[int], Any]]:
-        """(batch index, positions in the batch or None for all, sample indices, inputs)."""
+    def _pieces(self, indices: Sequence[int] | None) -> Iterable[tuple]:
+        """(batch index, positions in the batch or None for all, sample indices, inputs,
+        their labels or None)."""
         if indices is None:
             start = 0
-            for i, inputs in self._batches():
+            for i, inputs, classes in self._batches():
                 n = _size(inputs)
-                yield i, None, list(range(start, start + n)), inputs
+                yield i, None, list(range(start, start + n)), inputs, classes
                 start += n
             return
         key = tuple(sorted(set(indices)))
         if key not in self._subsets:
             wanted, pieces, start = set(key), [], 0
-            for i, inputs in self._batches():
+            for i, inputs, classes in self._batches():
                 n = _size(inputs)
                 local = [j for j in range(n) if start + j in wanted]
                 if local:
-                    pieces.append((i, local, [start + j for j in local], take(inputs, local)))
+                    kept = None if classes is None else classes[local]
+                    where = [start + j for j in local]
+                    pieces.append((i, local, where, take(inputs, local), kept))
                 start += n
             self._subsets[key] = pieces
         yield from self._subsets[key]
+
+
+def counts_top1(metric: Any) -> bool:
+    """Whether ``metric`` counts argmax hits on class labels (``topk`` with k=1,
+    ``Accuracy``): the ranking can then count the hits a plan makes on the probed samples."""
+    return type(metric).__name__ in ("TopK", "Accuracy") and getattr(metric, "k", 1) == 1
+
+
+def _classes_of(labels: Any, n: int) -> torch.Tensor | None:
+    """A batch's labels as ``n`` integer classes, or None (no labels, one-hot, other shapes)."""
+    if not isinstance(labels, torch.Tensor) or labels.dtype.is_floating_point:
+        return None
+    if labels.is_complex() or labels.dtype == torch.bool or labels.numel() != n or n == 0:
+        return None
+    flat_labels = labels.reshape(-1).long()
+    return flat_labels if int(flat_labels.min()) >= 0 else None
 
 
 def ranks_classes(metric: Any) -> bool:

@@ -5,6 +5,11 @@ Plain data, no torch: an evaluator that can run a model on chosen samples
 samples worth ranking on from a probe of all-int8 over every sample: those where int8 and
 fp32 disagree (or int8's top score ties), plus those with the smallest fp32 margin; for
 outputs that are not class scores, those with the largest output error.
+
+A plan is scored on those samples by how many it gets right when the probe knows the
+samples' labels (a top-1 metric on labelled eval data: the change a full evaluation would
+see there), else by how many agree with fp32 (an ``eval_func``: fp32's predictions are the
+labels), else by output error.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ class Probe:
     ``preds``/``ref_preds``: argmax class of the model / of fp32 (empty when the outputs are
     not class scores); ``tied``: the model's top score is shared by several classes;
     ``ref_margins``: fp32's top-1 minus top-2 score; ``errors``: squared output error to fp32
-    over fp32's mean square, per sample. ``cost``: samples run through a model for it."""
+    over fp32's mean square, per sample; ``labels``: the samples' true classes, when the
+    metric counts argmax hits on class labels (else empty). ``cost``: samples run through a
+    model for it."""
 
     indices: tuple[int, ...]
     preds: tuple[int, ...] = ()
@@ -31,6 +38,7 @@ class Probe:
     tied: tuple[bool, ...] = ()
     ref_margins: tuple[float, ...] = ()
     errors: tuple[float, ...] = ()
+    labels: tuple[int, ...] = ()
     cost: int = 0
 
     @property
@@ -44,8 +52,17 @@ class Probe:
             p == r and not t for p, r, t in zip(self.preds, self.ref_preds, self.tied, strict=True)
         ]
 
+    def hits(self) -> int:
+        """Samples whose class is their label with no tie at the model's top score (a tie is
+        counted as a miss, as ``agrees`` counts it: which class wins it is luck)."""
+        right = zip(self.preds, self.labels, self.tied, strict=True)
+        return sum(p == y and not t for p, y, t in right)
+
     def score(self) -> float:
-        """Higher is closer to fp32: samples agreeing with fp32, else minus the output error."""
+        """Higher is better: with labels, the samples right; else the samples agreeing with
+        fp32; else minus the output error."""
+        if self.classes and self.labels:
+            return float(self.hits())
         if self.classes:
             return float(sum(self.agrees()))
         return -float(sum(self.errors))
@@ -84,4 +101,5 @@ def restrict(full: Probe, indices: tuple[int, ...]) -> Probe:
         tied=pick(full.tied),
         ref_margins=pick(full.ref_margins),
         errors=pick(full.errors),
+        labels=pick(full.labels),
     )
