@@ -104,3 +104,45 @@ def test_on_calibration_data_a_probe_reads_on_until_enough_disagreements() -> No
     assert picked.agrees() == [False, False] and picked.cost == 2
     capped = evaluator(16).probe(int8, fp32, None)
     assert capped.indices == tuple(range(16))  # probe_most stops it short of the third
+
+
+def test_with_a_top1_metric_the_probe_carries_labels_and_scores_by_them() -> None:
+    x = data()
+    labels = torch.arange(40) % 4  # fp32 (Scores()) is right on all but the tie at 5
+    labels[[3, 17]] = 0  # ... and wrong on 3 and 17, where a shift to class 0 is right
+    loader = DataLoader(TensorDataset(x, labels), batch_size=16)
+    evaluator = MetricEvaluator(dataloader=loader, metric=TopK(k=1))
+    fp32 = Scores()
+    fixes = Scores(shift=1.0, rows=(3, 17))  # moves 3 and 17 away from fp32, to their label
+    keeps = Scores(shift=0.01, rows=(3, 17))  # too small to move them: stays with fp32
+    a, b = evaluator.probe(fixes, fp32, None), evaluator.probe(keeps, fp32, None)
+    assert a.labels == tuple(labels.tolist()) and a.labels == b.labels
+    assert sum(a.agrees()) == 37 and sum(b.agrees()) == 39  # by agreement, `keeps` wins
+    assert a.hits() == 39 and b.hits() == 37  # the labels say `fixes` is right (5 ties)
+    assert a.score() > b.score()
+    part = evaluator.probe(fixes, fp32, (3, 5, 17))  # a selection keeps its labels
+    assert part.labels == (0, labels[5].item(), 0) and part.hits() == 2
+
+
+@pytest.mark.parametrize(
+    ("metric", "labels", "why"),
+    [
+        (TopK(k=2), torch.arange(40) % 4, "top-2: hits on top-1 are not what it counts"),
+        (TopK(k=1), torch.nn.functional.one_hot(torch.arange(40) % 4, 4), "one-hot"),
+        (TopK(k=1), (torch.arange(40) % 4).float(), "float labels"),
+        (TopK(k=1), torch.arange(40) % 4 + 4, "classes past the scores' width"),
+    ],
+)
+def test_labels_the_ranking_cannot_read_leave_it_on_agreement(metric, labels, why) -> None:
+    loader = DataLoader(TensorDataset(data(), labels), batch_size=16)
+    evaluator = MetricEvaluator(dataloader=loader, metric=metric)
+    probe = evaluator.probe(Scores(shift=1.0, rows=(3,)), Scores(), None)
+    assert probe.labels == (), why
+    assert probe.score() == sum(probe.agrees()) == 38  # sample 3 moved, sample 5 ties
+
+
+def test_an_eval_func_ranks_by_agreement_even_when_the_calibration_data_has_labels() -> None:
+    loader = DataLoader(TensorDataset(data(), torch.zeros(40, dtype=torch.long)), batch_size=8)
+    evaluator = MetricEvaluator(eval_func=lambda m: 0.5, probe_loader=loader, probe_limit=40)
+    probe = evaluator.probe(Scores(shift=1.0, rows=(3,)), Scores(), None)
+    assert probe.labels == () and probe.score() == 38  # the eval_func's metric is unknown
