@@ -8,9 +8,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from inc_flow.errors import MetricError
+from inc_flow.metrics import Accuracy as Acc
 from inc_flow.metrics import TopK
 from inc_flow.metrics.regression import MSE
 from inc_flow.quant.evaluate import MetricEvaluator
+from inc_flow.quant.samples import counts_top1
 from inc_flow.search.ports import HasProbe
 
 pytestmark = pytest.mark.no_mlflow
@@ -146,3 +148,12 @@ def test_an_eval_func_ranks_by_agreement_even_when_the_calibration_data_has_labe
     evaluator = MetricEvaluator(eval_func=lambda m: 0.5, probe_loader=loader, probe_limit=40)
     probe = evaluator.probe(Scores(shift=1.0, rows=(3,)), Scores(), None)
     assert probe.labels == () and probe.score() == 38  # the eval_func's metric is unknown
+
+
+def test_only_inc_flows_top1_metrics_count_hits() -> None:
+    class Accuracy:  # a user's metric of the same name: its meaning is unknown
+        tied = 0
+
+    assert counts_top1(TopK(k=1)) and counts_top1(Acc())
+    assert not counts_top1(TopK(k=5)) and not counts_top1(Accuracy())
+    assert not counts_top1(MSE())

@@ -25,6 +25,7 @@ import torch
 
 from inc_flow.data.batches import call_model, split_batch
 from inc_flow.errors import DataError
+from inc_flow.metrics.classification import Accuracy, TopK
 from inc_flow.search.probe import Probe
 
 MAX_VALUES = 4096  # per sample: larger outputs are not recorded (probes run them again)
@@ -217,7 +218,7 @@ class SampleProbe:
 def counts_top1(metric: Any) -> bool:
     """Whether ``metric`` counts argmax hits on class labels (``topk`` with k=1,
     ``Accuracy``): the ranking can then count the hits a plan makes on the probed samples."""
-    return type(metric).__name__ in ("TopK", "Accuracy") and getattr(metric, "k", 1) == 1
+    return isinstance(metric, Accuracy) or (isinstance(metric, TopK) and metric.k == 1)
 
 
 def _classes_of(labels: Any, n: int) -> torch.Tensor | None:
