@@ -257,6 +257,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workdir", type=Path, default=Path("/tmp/inc_flow_bench_pyfunc_overhead"))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "pyfunc_overhead.md")
     args = p.parse_args(argv)
+    if not (args.output / "best_configure.yaml").is_file():
+        p.error(
+            f"--output {args.output} holds no saved inc_flow output (best_configure.yaml); "
+            "run `python benchmarks/bench_runtimes.py --models lenet` first (it writes the "
+            "default one), or pass the directory of a saved output"
+        )
     args.workdir.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(d) for d in args.shape.split(","))
     clock = time.perf_counter if args.clock == "wall" else time.thread_time

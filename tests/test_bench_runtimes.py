@@ -127,3 +127,14 @@ def test_readme_splice(tmp_path):
     assert readme.read_text() == f"a\n{br.BEGIN}\nnew\n{br.END}\nb\n"
     readme.write_text("no markers\n")
     assert not br.splice_readme(readme, "new") and readme.read_text() == "no markers\n"
+
+
+def test_the_pyfunc_benchmark_names_a_missing_output_and_how_to_make_one(tmp_path, capsys):
+    import bench_pyfunc_overhead
+
+    with pytest.raises(SystemExit) as stop:
+        bench_pyfunc_overhead.main(["--output", str(tmp_path), "--workdir", str(tmp_path)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "bench_runtimes.py --models lenet" in err
+    assert not (tmp_path / "mlflow.db").exists()  # refused before any work
