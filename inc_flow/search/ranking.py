@@ -6,26 +6,26 @@ batch, then accumulated fallbacks (``SearchSpace.seeds``). The samplers (``tpe``
 ``exhaustive``, ``bayesian``) get all-int8 only.
 
 ``basic`` (the default) learns from all-int8's evaluation, which runs anyway. Through the
-evaluator's ``probe`` (``search.ports.HasProbe``) it compares all-int8 with fp32 per sample
-and keeps the samples where they disagree (or int8's top score ties) plus fp32's closest calls
+evaluator's ``probe`` (``search.ports.HasProbe``) it compares all-int8 with fp32 per sample and
+keeps the samples where they disagree (or int8's top score ties) plus fp32's closest calls
 (``search.probe.select``): tens of samples where the eval set has thousands. Every candidate
-change is scored there by how many of those samples it brings back to fp32's prediction (or,
-for outputs that are not class scores, how much output error it removes): each single op in
-fp32, each global observer change, and each observer change of its own on the ops whose
-fallback scored best (int8 speed kept; ``SearchSpace.op_observers``). When all-int8's top
+change is scored there by how many of those samples it gets right when the probe knows their
+labels (a top-1 metric on labelled eval data), else by how many it brings back to fp32's
+prediction (or, for outputs that are not class scores, how much output error it removes): each
+single op in fp32, each global observer change, and each observer change of its own on the ops
+whose fallback scored best (int8 speed kept; ``SearchSpace.op_observers``). When all-int8's top
 scores tie often and the engine can keep a plan's output fp32 (``SearchSpace.fp32_outputs``),
 two more: the ops after the last quantizable one kept fp32 (``output``), and the last op in
 fp32 with its output not requantized (``last_op``): outputs off the int8 grid (such a trial's
-phase is ``fp32_output``). Changes are then accumulated in rank order, a change kept only
-when the probe says it helps; each accumulated plan is confirmed by a full evaluation with
-the user's metric, so the verdict stays exact, and a change the full evaluation does not
-confirm is dropped again. Once the candidates are spent, INC's order follows; it follows
-sooner when ``REFUTED_MAX`` full evaluations in a row refute the ranking (none of those plans
-beat the plan they were added to): the ranking set does not predict what helps on the eval
-set, so its trials are cut short, and INC's order runs under the phases ``cut:<phase>``.
-With an ``eval_func`` the probe runs on calibration data, fp32's predictions as labels
-(``quant.samples``: read on until it holds enough disagreements); the ``eval_func`` only
-confirms.
+phase is ``fp32_output``). Changes are then accumulated in rank order, a change kept only when
+the probe says it helps; each accumulated plan is confirmed by a full evaluation with the
+user's metric, so the verdict stays exact, and a change the full evaluation does not confirm is
+dropped again. Once the candidates are spent, INC's order follows; it follows sooner when
+``REFUTED_MAX`` full evaluations in a row refute the ranking (none of those plans beat the plan
+they were added to): the ranking set does not predict what helps on the eval set, so its trials
+are cut short, and INC's order runs under the phases ``cut:<phase>``. With an ``eval_func`` the
+probe runs on calibration data, fp32's predictions as labels (``quant.samples``: read on until
+it holds enough disagreements); the ``eval_func`` only confirms.
 
 Each seed carries the samples its ranking ran (``rank_samples`` of its trial record).
 """
