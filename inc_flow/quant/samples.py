@@ -165,11 +165,11 @@ class SampleProbe:
                     outs.append(values)
                 order += where
                 more = compare(outs[0], outs[1], self.classes)
-                width = int(outs[0].shape[1])
-                if labels is not None and classes is not None and int(classes.max()) < width:
-                    labels += classes.tolist()
-                else:  # a batch without usable labels: the probe ranks by agreement
-                    labels = None
+                if labels is not None:  # a batch without usable labels: ranked by agreement
+                    if classes is not None and int(classes.max()) < outs[0].shape[1]:
+                        labels += classes.tolist()
+                    else:
+                        labels = None
                 for k, v in more.items():
                     facts.setdefault(k, []).extend(v)
                 wrong += _wrong(more)
